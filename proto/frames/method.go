@@ -12,7 +12,9 @@ import (
 type MethodKey uint32
 
 // Key returns the MethodKey for a class and method id.
-func Key(classID, methodID uint16) MethodKey { return MethodKey(uint32(classID)<<16 | uint32(methodID)) }
+func Key(classID, methodID uint16) MethodKey {
+	return MethodKey(uint32(classID)<<16 | uint32(methodID))
+}
 
 // ClassID returns the class id.
 func (k MethodKey) ClassID() uint16 { return uint16(k >> 16) }

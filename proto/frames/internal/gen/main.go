@@ -85,7 +85,7 @@ func (g *gen) doc(lines []string, indent string) {
 }
 
 func structName(c *protocol.Class, m *protocol.Method) string { return camel(c.Name) + camel(m.Name) }
-func keyName(c *protocol.Class, m *protocol.Method) string     { return "Method" + structName(c, m) }
+func keyName(c *protocol.Class, m *protocol.Method) string    { return "Method" + structName(c, m) }
 
 func generate(classes []*protocol.Class) ([]byte, error) {
 	var g gen
@@ -480,4 +480,3 @@ func lowerFirstWord(s string) string {
 	}
 	return strings.ToLower(s[:1]) + s[1:]
 }
-
