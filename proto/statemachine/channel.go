@@ -1,0 +1,627 @@
+package statemachine
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/warren-amqp/warren/proto"
+	"github.com/warren-amqp/warren/proto/frames"
+)
+
+// ChannelState is the state of one channel id. Transitions:
+//
+//	Free ──OpenChannel──▶ Opening ──open-ok──▶ Open
+//	Opening, Open ──CloseChannel──▶ Closing ──close-ok──▶ Free
+//	Opening, Open ──channel.close from the peer (answered with close-ok)──▶ Free
+//	Closing ──no close-ok within CloseTimeout──▶ Abandoned ──close-ok──▶ Free
+type ChannelState uint8
+
+// The channel states.
+const (
+	ChannelFree      ChannelState = iota // id not in use
+	ChannelOpening                       // channel.open sent
+	ChannelOpen                          // open-ok received
+	ChannelClosing                       // we sent channel.close; only close and close-ok count
+	ChannelAbandoned                     // our close timed out; the id stays reserved until close-ok
+)
+
+// String names the state.
+func (s ChannelState) String() string {
+	return [...]string{"free", "opening", "open", "closing", "abandoned"}[s]
+}
+
+// content assembly sub-states of a channel.
+const (
+	expectMethod = iota
+	expectHeader
+	expectBody
+)
+
+type request struct {
+	key   frames.MethodKey
+	noAck bool // basic.get: whether the message needs no ack
+}
+
+// requestFIFO holds the synchronous requests awaiting replies, oldest
+// first; replies arrive in request order on each channel.
+type requestFIFO struct {
+	buf  []request
+	head int
+}
+
+func (q *requestFIFO) push(r request) { q.buf = append(q.buf, r) }
+func (q *requestFIFO) len() int       { return len(q.buf) - q.head }
+func (q *requestFIFO) front() (request, bool) {
+	if q.head == len(q.buf) {
+		return request{}, false
+	}
+	return q.buf[q.head], true
+}
+func (q *requestFIFO) pop() {
+	q.head++
+	if q.head == len(q.buf) {
+		q.buf, q.head = q.buf[:0], 0
+	}
+}
+func (q *requestFIFO) reset() { q.buf, q.head = q.buf[:0], 0 }
+
+type consumer struct {
+	noAck      bool
+	cancelling bool // basic.cancel sent; deliveries until cancel-ok are still its
+}
+
+type channel struct {
+	id      uint16
+	state   ChannelState
+	pending requestFIFO
+	closeAt time.Time
+
+	consumers map[string]consumer
+
+	confirming bool
+	confirms   Outstanding[struct{}]
+	returns    []Message // confirm mode: returns waiting for their ack/nack (owned copies)
+	flowActive bool
+
+	// content being assembled
+	expect  int
+	kind    EventKind
+	req     request
+	msg     Message
+	remain  uint64
+	skip    bool
+	hdrBuf  []byte // copy of the content header payload (its view must outlive compaction)
+	bodyBuf []byte // assembly of multi-frame bodies
+}
+
+func (c *Conn) channel(id uint16) *channel {
+	if int(id) < len(c.channels) {
+		return c.channels[id]
+	}
+	return nil
+}
+
+// ChannelState returns the state of channel id.
+func (c *Conn) ChannelState(id uint16) ChannelState {
+	if ch := c.channel(id); ch != nil {
+		return ch.state
+	}
+	return ChannelFree
+}
+
+// OpenChannel allocates the lowest free channel id and sends channel.open;
+// EventChannelOpen follows. Requests and publishes may be pipelined on the
+// channel before it opens.
+func (c *Conn) OpenChannel() (uint16, error) {
+	if c.state != StateOpen {
+		return 0, c.notOpen()
+	}
+	limit := int(c.tuning.ChannelMax)
+	id := 1
+	for ; id <= limit && id < len(c.channels) && c.channels[id] != nil; id++ {
+	}
+	if id > limit {
+		return 0, fmt.Errorf("%w (channel_max %d)", ErrNoFreeChannel, limit)
+	}
+	for len(c.channels) <= id {
+		c.channels = append(c.channels, nil)
+	}
+	ch := &channel{id: uint16(id), state: ChannelOpening, flowActive: true}
+	c.channels[id] = ch
+	m := &frames.ChannelOpen{}
+	_ = c.sendMethod(ch.id, m)
+	ch.pending.push(request{key: m.Key()})
+	return ch.id, nil
+}
+
+// CloseChannel sends channel.close; EventChannelClosed (Err nil) follows
+// the broker's close-ok. Requests pending on the channel fail then.
+func (c *Conn) CloseChannel(id uint16, reply proto.Reply) error {
+	ch, err := c.usable(id)
+	if err != nil {
+		return err
+	}
+	if reply.Code == 0 {
+		reply.Code = proto.ReplySuccess
+	}
+	if len(reply.Text) > 255 {
+		reply.Text = reply.Text[:255]
+	}
+	if err := c.sendMethod(id, &frames.ChannelClose{ReplyCode: uint16(reply.Code), ReplyText: reply.Text, ClassID: reply.ClassID, MethodID: reply.MethodID}); err != nil {
+		return err
+	}
+	ch.state = ChannelClosing
+	ch.closeAt = time.Time{}
+	c.armClose = true
+	c.closingChans++
+	return nil
+}
+
+// usable returns channel id if requests may be sent on it.
+func (c *Conn) usable(id uint16) (*channel, error) {
+	if c.state != StateOpen {
+		return nil, c.notOpen()
+	}
+	ch := c.channel(id)
+	if ch == nil || (ch.state != ChannelOpen && ch.state != ChannelOpening) {
+		state := ChannelFree
+		if ch != nil {
+			state = ch.state
+		}
+		return nil, fmt.Errorf("%w: channel %d is %s", ErrChannelNotOpen, id, state)
+	}
+	return ch, nil
+}
+
+// Call sends method m on channel id. Synchronous requests are answered by
+// EventReply in the order they were sent (or fail with the channel's
+// EventChannelClosed); asynchronous methods (ack, nack, reject,
+// recover-async) and NoWait variants have no reply.
+//
+// Channel opening and closing, publishing and update-secret have their own
+// methods. Call refuses, without sending anything, any method a client
+// must not send, and requests on a channel that is not open. For
+// basic.consume with an empty ConsumerTag, Call generates a unique tag and
+// stores it in m.
+func (c *Conn) Call(id uint16, m frames.Method) error {
+	k := m.Key()
+	switch {
+	case id == 0 || k.ClassID() == frames.ClassConnection:
+		return fmt.Errorf("%w: %s on channel %d (use the Conn's own methods for the connection class)", ErrNotAllowed, k, id)
+	case k == frames.MethodChannelOpen || k == frames.MethodChannelClose:
+		return fmt.Errorf("%w: use OpenChannel and CloseChannel for %s", ErrNotAllowed, k)
+	case k.HasContent():
+		return fmt.Errorf("%w: use Publish for %s", ErrNotAllowed, k)
+	case !k.SentByClient() || !k.Known():
+		return fmt.Errorf("%w: a client does not send %s", ErrNotAllowed, k)
+	}
+	ch, err := c.usable(id)
+	if err != nil {
+		return err
+	}
+	req := request{key: k}
+	switch m := m.(type) {
+	case *frames.BasicConsume:
+		if m.ConsumerTag == "" {
+			c.tagSeq++
+			m.ConsumerTag = "warren-" + strconv.FormatUint(uint64(id), 10) + "-" + strconv.FormatUint(c.tagSeq, 10)
+		}
+		if _, dup := ch.consumers[m.ConsumerTag]; dup {
+			return fmt.Errorf("%w: %q", ErrConsumerTagInUse, m.ConsumerTag)
+		}
+		if err := c.sendMethod(id, m); err != nil {
+			return err
+		}
+		if ch.consumers == nil {
+			ch.consumers = make(map[string]consumer)
+		}
+		ch.consumers[m.ConsumerTag] = consumer{noAck: m.NoAck}
+	case *frames.BasicCancel:
+		if err := c.sendMethod(id, m); err != nil {
+			return err
+		}
+		if m.NoWait {
+			delete(ch.consumers, m.ConsumerTag)
+		} else if cs, ok := ch.consumers[m.ConsumerTag]; ok {
+			cs.cancelling = true
+			ch.consumers[m.ConsumerTag] = cs
+		}
+	case *frames.ConfirmSelect:
+		if err := c.sendMethod(id, m); err != nil {
+			return err
+		}
+		// The broker numbers every publish that reaches it after
+		// confirm.select, so numbering starts now, not at select-ok.
+		ch.confirming = true
+	case *frames.BasicGet:
+		req.noAck = m.NoAck
+		if err := c.sendMethod(id, m); err != nil {
+			return err
+		}
+	default:
+		if err := c.sendMethod(id, m); err != nil {
+			return err
+		}
+	}
+	if m.ExpectsReply() {
+		ch.pending.push(req)
+	}
+	return nil
+}
+
+// Publish sends basic.publish with its content on channel id, the body
+// split into frames of at most frame_max bytes. In confirm mode it returns
+// the publish's sequence number (the delivery tag the broker's ack or nack
+// will carry); otherwise 0. Nothing is sent when it returns an error.
+func (c *Conn) Publish(id uint16, m *frames.BasicPublish, p *proto.Properties, body []byte) (uint64, error) {
+	ch, err := c.usable(id)
+	if err != nil {
+		return 0, err
+	}
+	out, err := frames.AppendMessage(c.out, id, m, p, body, c.tuning.FrameMax)
+	if err != nil {
+		return 0, err
+	}
+	c.out = out
+	c.sentSinceTick = true
+	if c.cfg.Trace != nil {
+		c.trace(Sent, id, fmt.Sprintf("%s %+v with %d-byte body", m.Key(), *m, len(body)))
+	}
+	if !ch.confirming {
+		return 0, nil
+	}
+	seq := ch.confirms.Next()
+	ch.confirms.Push(seq, struct{}{})
+	return seq, nil
+}
+
+// Confirming reports whether channel id is in confirm mode.
+func (c *Conn) Confirming(id uint16) bool {
+	ch := c.channel(id)
+	return ch != nil && ch.confirming
+}
+
+// Unconfirmed returns how many publishes on channel id await a confirm.
+func (c *Conn) Unconfirmed(id uint16) int {
+	if ch := c.channel(id); ch != nil {
+		return ch.confirms.Len()
+	}
+	return 0
+}
+
+// FlowActive reports whether the broker lets channel id publish (false
+// after channel.flow active=false, until active=true).
+func (c *Conn) FlowActive(id uint16) bool {
+	ch := c.channel(id)
+	return ch == nil || ch.flowActive
+}
+
+// Consumers returns the consumer tags registered on channel id.
+func (c *Conn) Consumers(id uint16) []string {
+	return c.consumerTags(id, false)
+}
+
+// NoAckConsumers returns the tags of channel id's consumers that consume
+// without acknowledgements (py-amqp's no_ack_consumers).
+func (c *Conn) NoAckConsumers(id uint16) []string {
+	return c.consumerTags(id, true)
+}
+
+func (c *Conn) consumerTags(id uint16, onlyNoAck bool) []string {
+	ch := c.channel(id)
+	if ch == nil {
+		return nil
+	}
+	var tags []string
+	for tag, cs := range ch.consumers {
+		if !onlyNoAck || cs.noAck {
+			tags = append(tags, tag)
+		}
+	}
+	return tags
+}
+
+// closeAllChannels ends every channel with err (the connection's error).
+func (c *Conn) closeAllChannels(err error) {
+	for _, ch := range c.channels {
+		if ch == nil {
+			continue
+		}
+		if ch.state != ChannelAbandoned {
+			c.channelGone(ch, err)
+		}
+		c.release(ch)
+	}
+}
+
+// channelGone reports that ch can no longer be used: pending requests
+// fail, waiting returns are delivered, unconfirmed publishes are counted.
+func (c *Conn) channelGone(ch *channel, err error) {
+	for _, r := range ch.returns {
+		c.events.push(Event{Kind: EventReturn, Channel: ch.id, Message: r})
+	}
+	ch.returns = nil
+	n := ch.confirms.Drain(nil)
+	ch.pending.reset()
+	ch.consumers = nil
+	ch.expect = expectMethod
+	c.events.push(Event{Kind: EventChannelClosed, Channel: ch.id, Err: err, Unconfirmed: n})
+}
+
+// release frees ch's id.
+func (c *Conn) release(ch *channel) {
+	if ch.state == ChannelClosing {
+		c.closingChans--
+	}
+	ch.state = ChannelFree
+	c.channels[ch.id] = nil
+}
+
+// handleChannelFrame handles a frame on a channel other than 0.
+func (c *Conn) handleChannelFrame(f frames.Frame) {
+	ch := c.channel(f.Channel)
+	if c.state != StateOpen {
+		if c.state == StateClosing {
+			return // discard: only channel 0's close and close-ok count now
+		}
+		c.violation(proto.ChannelNotOpen, 0, "%s frame on channel %d before the connection is open", f.Type, f.Channel)
+		return
+	}
+	if ch == nil {
+		c.violation(proto.ChannelNotOpen, 0, "%s frame on channel %d, which is not open", f.Type, f.Channel)
+		return
+	}
+	if ch.state == ChannelClosing || ch.state == ChannelAbandoned {
+		c.handleClosingChannelFrame(ch, f)
+		return
+	}
+	switch f.Type {
+	case frames.FrameMethod:
+		if ch.expect != expectMethod {
+			c.violation(proto.UnexpectedFrame, 0, "method frame on channel %d while its content is incomplete", ch.id)
+			return
+		}
+		m, err := c.parser.ParseMethod(ch.id, f.Payload)
+		if err != nil {
+			c.violationErr(err)
+			return
+		}
+		if c.cfg.Trace != nil {
+			c.trace(Received, ch.id, describe(m))
+		}
+		c.handleChannelMethod(ch, m, f.Payload)
+	case frames.FrameHeader:
+		c.handleHeader(ch, f)
+	case frames.FrameBody:
+		c.handleBody(ch, f)
+	}
+}
+
+// handleClosingChannelFrame: after we send channel.close, everything but
+// close and close-ok is discarded (deliveries still in flight are normal).
+func (c *Conn) handleClosingChannelFrame(ch *channel, f frames.Frame) {
+	if f.Type != frames.FrameMethod {
+		return
+	}
+	m, err := c.parser.ParseMethod(ch.id, f.Payload)
+	if err != nil {
+		c.violationErr(err)
+		return
+	}
+	switch m := m.(type) {
+	case *frames.ChannelClose:
+		// Crossing closes: answer, keep waiting for our close-ok.
+		_ = c.sendMethod(ch.id, &frames.ChannelCloseOK{})
+		_ = m
+	case *frames.ChannelCloseOK:
+		if ch.state == ChannelClosing {
+			c.channelGone(ch, nil)
+		}
+		c.release(ch)
+	}
+}
+
+func (c *Conn) handleChannelMethod(ch *channel, m frames.Method, payload []byte) {
+	switch m := m.(type) {
+	case *frames.ChannelClose:
+		_ = c.sendMethod(ch.id, &frames.ChannelCloseOK{})
+		err := &proto.ChannelError{Reply: proto.Reply{Code: proto.ReplyCode(m.ReplyCode), Text: m.ReplyText, ClassID: m.ClassID, MethodID: m.MethodID}, Channel: ch.id, Origin: proto.ByPeer}
+		c.channelGone(ch, err)
+		c.release(ch)
+		return
+	case *frames.ChannelFlow:
+		ch.flowActive = m.Active
+		_ = c.sendMethod(ch.id, &frames.ChannelFlowOK{Active: m.Active})
+		c.events.push(Event{Kind: EventFlow, Channel: ch.id, Active: m.Active})
+		return
+	case *frames.BasicDeliver:
+		c.beginContent(ch, EventDelivery, request{}, Message{ConsumerTag: m.ConsumerTag, DeliveryTag: m.DeliveryTag, Redelivered: m.Redelivered, Exchange: m.Exchange, RoutingKey: m.RoutingKey})
+		return
+	case *frames.BasicReturn:
+		c.beginContent(ch, EventReturn, request{}, Message{ReplyCode: proto.ReplyCode(m.ReplyCode), ReplyText: m.ReplyText, Exchange: m.Exchange, RoutingKey: m.RoutingKey})
+		return
+	case *frames.BasicAck:
+		c.handleConfirm(ch, m.Key(), m.DeliveryTag, m.Multiple, true)
+		return
+	case *frames.BasicNack:
+		c.handleConfirm(ch, m.Key(), m.DeliveryTag, m.Multiple, false)
+		return
+	case *frames.BasicCancel:
+		delete(ch.consumers, m.ConsumerTag)
+		if !m.NoWait {
+			_ = c.sendMethod(ch.id, &frames.BasicCancelOK{ConsumerTag: m.ConsumerTag})
+		}
+		c.events.push(Event{Kind: EventConsumerCancelled, Channel: ch.id, ConsumerTag: m.ConsumerTag})
+		return
+	}
+	k := m.Key()
+	req, ok := ch.pending.front()
+	if !ok || !frames.AcceptsReply(req.key, k) || !k.SentByServer() {
+		c.violation(proto.CommandInvalid, k, "unexpected %s on channel %d", k, ch.id)
+		return
+	}
+	ch.pending.pop()
+	switch m := m.(type) {
+	case *frames.ChannelOpenOK:
+		ch.state = ChannelOpen
+		c.events.push(Event{Kind: EventChannelOpen, Channel: ch.id})
+		return
+	case *frames.BasicGetOK:
+		c.beginContent(ch, EventReply, req, Message{DeliveryTag: m.DeliveryTag, Redelivered: m.Redelivered, Exchange: m.Exchange, RoutingKey: m.RoutingKey, MessageCount: m.MessageCount})
+		return
+	case *frames.BasicCancelOK:
+		delete(ch.consumers, m.ConsumerTag)
+	}
+	owned, err := frames.DecodeMethod(ch.id, payload)
+	if err != nil { // cannot happen: it parsed once already
+		c.violationErr(err)
+		return
+	}
+	c.events.push(Event{Kind: EventReply, Channel: ch.id, Request: req.key, Method: owned})
+}
+
+func (c *Conn) beginContent(ch *channel, kind EventKind, req request, msg Message) {
+	ch.expect = expectHeader
+	ch.kind, ch.req, ch.msg = kind, req, msg
+	ch.skip = false
+}
+
+func (c *Conn) handleHeader(ch *channel, f frames.Frame) {
+	if ch.expect != expectHeader {
+		c.violation(proto.UnexpectedFrame, 0, "content header on channel %d without a content method", ch.id)
+		return
+	}
+	// The header's view must survive until the body completes, possibly
+	// after more Feed calls compact the input: keep a copy (reused).
+	ch.hdrBuf = append(ch.hdrBuf[:0], f.Payload...)
+	if err := c.hdr.Parse(ch.id, ch.hdrBuf); err != nil {
+		c.violationErr(err)
+		return
+	}
+	if c.cfg.Trace != nil {
+		c.trace(Received, ch.id, fmt.Sprintf("content-header body-size=%d flags=0x%04x", c.hdr.BodySize, uint16(c.hdr.Properties.Flags)))
+	}
+	ch.msg.Properties = c.hdr.Properties
+	ch.msg.BodySize = c.hdr.BodySize
+	ch.remain = c.hdr.BodySize
+	ch.bodyBuf = ch.bodyBuf[:0]
+	if c.hdr.BodySize > c.cfg.MaxMessageSize {
+		c.refuseTooLarge(ch)
+	}
+	if ch.remain == 0 {
+		c.completeContent(ch, nil)
+		return
+	}
+	ch.expect = expectBody
+}
+
+// refuseTooLarge skips a message over MaxMessageSize: its body frames are
+// dropped as they come, and a message that awaits an ack is rejected
+// without requeue so that the broker does not redeliver it forever.
+func (c *Conn) refuseTooLarge(ch *channel) {
+	ch.skip = true
+	ch.msg.Properties = proto.PropertiesView{}
+	needsAck := false
+	switch ch.kind {
+	case EventDelivery:
+		cs, known := ch.consumers[ch.msg.ConsumerTag]
+		needsAck = !known || !cs.noAck
+	case EventReply:
+		needsAck = !ch.req.noAck
+	}
+	if needsAck {
+		_ = c.sendMethod(ch.id, &frames.BasicReject{DeliveryTag: ch.msg.DeliveryTag, Requeue: false})
+	}
+	c.events.push(Event{Kind: EventMessageTooLarge, Channel: ch.id, Request: ch.req.key, Message: ch.msg})
+}
+
+func (c *Conn) handleBody(ch *channel, f frames.Frame) {
+	if ch.expect != expectBody {
+		c.violation(proto.UnexpectedFrame, 0, "body frame on channel %d without a content header", ch.id)
+		return
+	}
+	n := uint64(len(f.Payload))
+	if n > ch.remain {
+		c.violation(proto.FrameError, 0, "body on channel %d is longer than the %d bytes announced", ch.id, ch.msg.BodySize)
+		return
+	}
+	ch.remain -= n
+	if ch.skip {
+		if ch.remain == 0 {
+			ch.expect = expectMethod
+		}
+		return
+	}
+	if ch.remain == 0 && len(ch.bodyBuf) == 0 {
+		c.completeContent(ch, f.Payload) // the whole body in one frame: no copy
+		return
+	}
+	ch.bodyBuf = append(ch.bodyBuf, f.Payload...)
+	if ch.remain == 0 {
+		c.completeContent(ch, ch.bodyBuf)
+	}
+}
+
+func (c *Conn) completeContent(ch *channel, body []byte) {
+	ch.expect = expectMethod
+	if ch.skip {
+		return
+	}
+	ch.msg.Body = body
+	switch ch.kind {
+	case EventDelivery:
+		c.events.push(Event{Kind: EventDelivery, Channel: ch.id, Message: ch.msg})
+	case EventReply:
+		m := ch.msg
+		c.events.push(Event{Kind: EventReply, Channel: ch.id, Request: ch.req.key, Method: &frames.BasicGetOK{
+			DeliveryTag: m.DeliveryTag, Redelivered: m.Redelivered, Exchange: m.Exchange, RoutingKey: m.RoutingKey, MessageCount: m.MessageCount,
+		}, Message: m})
+	case EventReturn:
+		if !ch.confirming {
+			c.events.push(Event{Kind: EventReturn, Channel: ch.id, Message: ch.msg})
+			break
+		}
+		// In confirm mode RabbitMQ sends basic.return just before the ack
+		// or nack of the same publish: hold an owned copy until then.
+		owned := ch.msg
+		buf := make([]byte, 0, len(ch.hdrBuf)+len(body))
+		buf = append(buf, ch.hdrBuf...)
+		buf = append(buf, body...)
+		var h frames.ContentHeader
+		_ = h.Parse(ch.id, buf[:len(ch.hdrBuf)])
+		owned.Properties = h.Properties
+		owned.Body = buf[len(ch.hdrBuf):]
+		ch.returns = append(ch.returns, owned)
+	}
+	if cap(ch.bodyBuf) > 1<<20 {
+		ch.bodyBuf = nil // the event keeps its body; do not keep a large buffer
+	}
+}
+
+func (c *Conn) handleConfirm(ch *channel, k frames.MethodKey, tag uint64, multiple, ack bool) {
+	if !ch.confirming {
+		c.violation(proto.CommandInvalid, k, "%s on channel %d, which is not in confirm mode", k, ch.id)
+		return
+	}
+	if tag >= ch.confirms.Next() || (tag == 0 && !multiple) {
+		c.violation(proto.PreconditionFailed, k, "%s for delivery tag %d, but only %d messages were published", k, tag, ch.confirms.Next()-1)
+		return
+	}
+	if tag == 0 { // multiple with tag 0: everything outstanding
+		tag = ch.confirms.Next() - 1
+	}
+	if len(ch.returns) > 0 {
+		last := len(ch.returns) - 1
+		for i, r := range ch.returns {
+			if i == last {
+				r.PublishSeq = tag
+			}
+			c.events.push(Event{Kind: EventReturn, Channel: ch.id, Message: r})
+		}
+		clear(ch.returns)
+		ch.returns = ch.returns[:0]
+	}
+	ch.confirms.Resolve(tag, multiple, nil)
+	c.events.push(Event{Kind: EventConfirm, Channel: ch.id, DeliveryTag: tag, Multiple: multiple, Ack: ack})
+}

@@ -1,0 +1,673 @@
+package statemachine
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/warren-amqp/warren/proto"
+	"github.com/warren-amqp/warren/proto/frames"
+)
+
+// State is the connection's state. Transitions:
+//
+//	New ──Start──▶ AwaitStart ──start/start-ok──▶ AwaitTune ──(secure/secure-ok)*, tune/tune-ok+open──▶ AwaitOpenOK ──open-ok──▶ Open
+//	any but Closed ──Close, or a protocol violation by the peer──▶ Closing ──close-ok, EOF or timeout──▶ Closed
+//	any but Closed ──connection.close from the peer, EOF, handshake or heartbeat timeout──▶ Closed
+type State uint8
+
+// The connection states.
+const (
+	StateNew         State = iota // created; Start not called
+	StateAwaitStart               // protocol header sent, waiting for connection.start
+	StateAwaitTune                // start-ok sent, waiting for secure or tune
+	StateAwaitOpenOK              // tune-ok and open sent, waiting for open-ok
+	StateOpen                     // ready for channels
+	StateClosing                  // we sent connection.close; only close and close-ok count now
+	StateClosed                   // done; Err says why
+)
+
+// String names the state.
+func (s State) String() string {
+	return [...]string{"new", "await-start", "await-tune", "await-open-ok", "open", "closing", "closed"}[s]
+}
+
+// Errors reported by the machine. Errors from the broker are
+// *proto.ConnectionError and *proto.ChannelError.
+var (
+	ErrNotStarted       = errors.New("amqp: connection not started")
+	ErrNotOpen          = errors.New("amqp: connection is not open")
+	ErrClosed           = errors.New("amqp: connection closed")
+	ErrConnectionLost   = errors.New("amqp: connection lost")
+	ErrHeartbeatTimeout = errors.New("amqp: no heartbeat from the server")
+	ErrHandshakeTimeout = errors.New("amqp: handshake timed out")
+	ErrCloseTimeout     = errors.New("amqp: close-ok never came")
+	ErrNoMechanism      = errors.New("amqp: no common SASL mechanism")
+	ErrChannelNotOpen   = errors.New("amqp: channel not open")
+	ErrNoFreeChannel    = errors.New("amqp: no free channel id")
+	ErrConsumerTagInUse = errors.New("amqp: consumer tag already in use on this channel")
+	ErrNotAllowed       = errors.New("amqp: method not allowed here")
+)
+
+// Tuning holds the values negotiated in connection.tune / tune-ok.
+type Tuning struct {
+	ChannelMax uint16        // highest usable channel id
+	FrameMax   uint32        // largest frame either side sends, framing included
+	Heartbeat  time.Duration // zero: no heartbeats
+}
+
+// Conn is the client side of one AMQP 0-9-1 connection as a pure state
+// machine. It never touches a socket, a clock or a goroutine: the caller
+// moves bytes and time in and out.
+//
+// Calling order, for one goroutine that owns the Conn:
+//
+//  1. Start(now) once; then repeatedly:
+//  2. Feed what was read (FeedEOF at end of stream), call commands, or
+//     HandleTimeout(now) when Deadline passes;
+//  3. drain NextEvent until it returns EventNone;
+//  4. write AppendOutbound's bytes to the peer;
+//  5. arm a timer for Deadline (a time in the past means "call
+//     HandleTimeout now").
+//
+// Events and their byte slices stay valid until the next Feed, NextEvent
+// or HandleTimeout call. A Conn is not safe for concurrent use.
+type Conn struct {
+	cfg   Config
+	state State
+	err   error // why we are closing or closed; nil for a clean close
+
+	in     []byte // received bytes; in[inOff:] not yet parsed
+	inOff  int
+	broken bool // input no longer parseable after a framing error
+
+	out    []byte
+	parser frames.Parser
+	hdr    frames.ContentHeader
+	events eventQueue
+
+	auth        Authenticator
+	serverProps proto.Table
+	tuning      Tuning
+	readMax     uint32
+	blocked     bool
+
+	channels []*channel // by id; nil when free
+	conn0    requestFIFO
+	tagSeq   uint64
+
+	// timers
+	now           time.Time
+	handshakeAt   time.Time
+	closeAt       time.Time
+	armClose      bool // arm closeAt at the next HandleTimeout
+	closingChans  int  // channels waiting for close-ok
+	hbNext        time.Time
+	lastRecv      time.Time
+	recvSinceTick bool
+	sentSinceTick bool
+}
+
+// NewConn returns a machine for cfg, in StateNew.
+func NewConn(cfg Config) (*Conn, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	c := &Conn{cfg: cfg, readMax: max(cfg.FrameMax, frames.FrameMinSize)}
+	return c, nil
+}
+
+// State returns the connection state.
+func (c *Conn) State() State { return c.state }
+
+// Err returns why the connection is closing or closed (nil while open or
+// after a clean close).
+func (c *Conn) Err() error { return c.err }
+
+// Tuning returns the negotiated limits (zero before connection.tune).
+func (c *Conn) Tuning() Tuning { return c.tuning }
+
+// ServerProperties returns the properties from connection.start. The
+// table is shared; do not modify it.
+func (c *Conn) ServerProperties() proto.Table { return c.serverProps }
+
+// Blocked reports whether the broker has blocked the connection
+// (connection.blocked without a later unblocked).
+func (c *Conn) Blocked() bool { return c.blocked }
+
+// Mechanism returns the SASL mechanism chosen, once connection.start came.
+func (c *Conn) Mechanism() string {
+	if c.auth == nil {
+		return ""
+	}
+	return c.auth.Mechanism()
+}
+
+// OutboundLen returns how many bytes AppendOutbound would write.
+func (c *Conn) OutboundLen() int { return len(c.out) }
+
+// Start sends the protocol header and starts the handshake timer.
+func (c *Conn) Start(now time.Time) {
+	if c.state != StateNew {
+		return
+	}
+	c.now = now
+	c.out = append(c.out, frames.ProtocolHeader...)
+	c.trace(Sent, 0, "protocol-header AMQP 0-9-1")
+	c.state = StateAwaitStart
+	c.handshakeAt = now.Add(c.cfg.HandshakeTimeout)
+	c.lastRecv = now
+}
+
+// Feed hands the machine bytes read from the peer, in any split. It copies
+// them; p may be reused at once. Frames are parsed as NextEvent is called.
+func (c *Conn) Feed(p []byte) error {
+	switch c.state {
+	case StateNew:
+		return ErrNotStarted
+	case StateClosed:
+		return c.closedErr()
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	c.recvSinceTick = true
+	if c.broken {
+		return nil
+	}
+	if c.inOff > 0 {
+		n := copy(c.in, c.in[c.inOff:])
+		c.in, c.inOff = c.in[:n], 0
+		if n == 0 && cap(c.in) > 4*int(c.readMax) {
+			c.in = nil // do not keep a burst's buffer forever
+		}
+	}
+	c.in = append(c.in, p...)
+	return nil
+}
+
+// FeedEOF tells the machine the peer closed its side of the stream.
+func (c *Conn) FeedEOF() {
+	switch c.state {
+	case StateNew, StateClosed:
+		return
+	case StateClosing:
+		c.finish(c.err)
+	case StateAwaitStart, StateAwaitTune, StateAwaitOpenOK:
+		err := fmt.Errorf("amqp: server closed the connection during the handshake (%s): %w", c.state, ErrConnectionLost)
+		if c.state == StateAwaitTune {
+			err = fmt.Errorf("amqp: server closed the connection after %s authentication (refused credentials?): %w", c.Mechanism(), ErrConnectionLost)
+		}
+		c.fail(err)
+	default:
+		c.fail(ErrConnectionLost)
+	}
+}
+
+// NextEvent returns the next event, or one of kind EventNone when there is
+// nothing more to report until more input, a command or a timeout.
+func (c *Conn) NextEvent() Event {
+	for {
+		if e, ok := c.events.pop(); ok {
+			return e
+		}
+		if !c.step() {
+			return Event{}
+		}
+	}
+}
+
+// AppendOutbound appends every pending outbound byte to dst and returns
+// the extended slice: out = c.AppendOutbound(out[:0]).
+func (c *Conn) AppendOutbound(dst []byte) []byte {
+	dst = append(dst, c.out...)
+	if cap(c.out) > 4<<20 {
+		c.out = nil
+	} else {
+		c.out = c.out[:0]
+	}
+	return dst
+}
+
+// Deadline returns when HandleTimeout must be called next; the zero time
+// means no timer is needed. A deadline in the past means "now".
+func (c *Conn) Deadline() time.Time {
+	if c.state == StateNew || c.state == StateClosed {
+		return time.Time{}
+	}
+	if c.armClose {
+		return c.now
+	}
+	var d time.Time
+	earliest := func(t time.Time) {
+		if !t.IsZero() && (d.IsZero() || t.Before(d)) {
+			d = t
+		}
+	}
+	if c.state < StateOpen {
+		earliest(c.handshakeAt)
+	}
+	if c.state == StateClosing {
+		earliest(c.closeAt)
+	}
+	earliest(c.hbNext)
+	if c.closingChans > 0 {
+		for _, ch := range c.channels {
+			if ch != nil && ch.state == ChannelClosing {
+				earliest(ch.closeAt)
+			}
+		}
+	}
+	return d
+}
+
+// HandleTimeout passes the current time in. Calls before Deadline are
+// harmless.
+func (c *Conn) HandleTimeout(now time.Time) {
+	if c.state == StateNew || c.state == StateClosed {
+		return
+	}
+	c.now = now
+	if c.armClose {
+		c.armClose = false
+		if c.state == StateClosing && c.closeAt.IsZero() {
+			c.closeAt = now.Add(c.cfg.CloseTimeout)
+		}
+		for _, ch := range c.channels {
+			if ch != nil && ch.state == ChannelClosing && ch.closeAt.IsZero() {
+				ch.closeAt = now.Add(c.cfg.CloseTimeout)
+			}
+		}
+	}
+	if c.state < StateOpen && !now.Before(c.handshakeAt) {
+		c.fail(fmt.Errorf("%w after %v (in %s)", ErrHandshakeTimeout, c.cfg.HandshakeTimeout, c.state))
+		return
+	}
+	if c.state == StateClosing && !c.closeAt.IsZero() && !now.Before(c.closeAt) {
+		if c.err == nil {
+			c.finish(fmt.Errorf("%w for connection.close", ErrCloseTimeout))
+		} else {
+			c.finish(c.err)
+		}
+		return
+	}
+	if c.closingChans > 0 {
+		for _, ch := range c.channels {
+			if ch != nil && ch.state == ChannelClosing && !ch.closeAt.IsZero() && !now.Before(ch.closeAt) {
+				// Keep the id out of use (a late close-ok must still find
+				// it) but let the user move on.
+				c.closingChans--
+				ch.state = ChannelAbandoned
+				c.channelGone(ch, fmt.Errorf("%w for channel.close on channel %d", ErrCloseTimeout, ch.id))
+			}
+		}
+	}
+	if !c.hbNext.IsZero() && !now.Before(c.hbNext) {
+		c.heartbeatTick(now)
+	}
+}
+
+// heartbeatTick runs every half heartbeat interval: it sends a heartbeat
+// when nothing else went out since the last tick (as RabbitMQ and its
+// clients do), and declares the peer dead when nothing came in for
+// HeartbeatMisses intervals.
+func (c *Conn) heartbeatTick(now time.Time) {
+	interval := c.tuning.Heartbeat
+	if !c.sentSinceTick && c.state != StateClosing {
+		c.out = frames.AppendHeartbeat(c.out)
+		c.trace(Sent, 0, "heartbeat")
+	}
+	c.sentSinceTick = false
+	if c.recvSinceTick {
+		c.lastRecv, c.recvSinceTick = now, false
+	} else if now.Sub(c.lastRecv) >= time.Duration(c.cfg.HeartbeatMisses)*interval {
+		c.fail(fmt.Errorf("%w for %v (%d × %v)", ErrHeartbeatTimeout, now.Sub(c.lastRecv), c.cfg.HeartbeatMisses, interval))
+		return
+	}
+	c.hbNext = now.Add(interval / 2)
+}
+
+func (c *Conn) closedErr() error {
+	if c.err != nil {
+		return fmt.Errorf("%w: %w", ErrClosed, c.err)
+	}
+	return ErrClosed
+}
+
+func (c *Conn) trace(dir Direction, ch uint16, what string) {
+	if c.cfg.Trace != nil {
+		c.cfg.Trace(dir, ch, what)
+	}
+}
+
+// sendMethod queues one method frame.
+func (c *Conn) sendMethod(ch uint16, m frames.Method) error {
+	out, err := frames.AppendMethod(c.out, ch, m)
+	if err != nil {
+		return err
+	}
+	c.out = out
+	c.sentSinceTick = true
+	if c.cfg.Trace != nil {
+		c.trace(Sent, ch, describe(m))
+	}
+	return nil
+}
+
+func describe(m frames.Method) string { return fmt.Sprintf("%s %+v", m.Key(), m) }
+
+// step parses and handles one frame; it reports false when no complete
+// frame is buffered or the connection is past parsing.
+func (c *Conn) step() bool {
+	if c.state == StateNew || c.state == StateClosed || c.broken {
+		return false
+	}
+	f, n, err := frames.ReadFrame(c.in[c.inOff:], c.readMax)
+	if err != nil {
+		c.broken = true
+		c.violationErr(err)
+		return true
+	}
+	if n == 0 {
+		return false
+	}
+	c.inOff += n
+	switch {
+	case f.Type == frames.FrameHeartbeat:
+		c.trace(Received, 0, "heartbeat")
+	case f.Channel == 0:
+		c.handleConnFrame(f)
+	default:
+		c.handleChannelFrame(f)
+	}
+	return true
+}
+
+// violation closes the connection because the peer broke the protocol:
+// connection.close goes out with code, every channel ends, and the
+// machine waits for close-ok.
+func (c *Conn) violation(code proto.ReplyCode, key frames.MethodKey, format string, a ...any) {
+	err := &proto.ConnectionError{
+		Reply:  proto.Reply{Code: code, Text: fmt.Sprintf(format, a...), ClassID: key.ClassID(), MethodID: key.MethodID()},
+		Origin: proto.ByLocal,
+	}
+	c.closeWith(err)
+}
+
+// violationErr is violation for a codec error.
+func (c *Conn) violationErr(err error) {
+	var fe *frames.Error
+	if errors.As(err, &fe) {
+		c.violation(fe.Code, frames.Key(fe.ClassID, fe.MethodID), "%v", fe.Err)
+		return
+	}
+	c.violation(proto.InternalError, 0, "%v", err)
+}
+
+// closeWith sends connection.close for err's reply and enters Closing.
+func (c *Conn) closeWith(err *proto.ConnectionError) {
+	if c.state == StateClosing || c.state == StateClosed {
+		return
+	}
+	text := err.Text
+	if len(text) > 255 {
+		text = text[:255]
+	}
+	_ = c.sendMethod(0, &frames.ConnectionClose{ReplyCode: uint16(err.Code), ReplyText: text, ClassID: err.ClassID, MethodID: err.MethodID})
+	c.enterClosing(err)
+}
+
+func (c *Conn) enterClosing(err error) {
+	c.state = StateClosing
+	c.err = err
+	c.armClose = true
+	c.hbNext = time.Time{}
+	c.closeAllChannels(err)
+}
+
+// fail ends the connection at once (no close handshake is possible).
+func (c *Conn) fail(err error) {
+	if c.state == StateClosed {
+		return
+	}
+	c.err = err
+	c.closeAllChannels(err)
+	c.finish(err)
+}
+
+// finish enters Closed and reports it.
+func (c *Conn) finish(err error) {
+	if c.state == StateClosed {
+		return
+	}
+	c.closeAllChannels(err)
+	c.state = StateClosed
+	c.err = err
+	c.hbNext, c.closeAt, c.handshakeAt = time.Time{}, time.Time{}, time.Time{}
+	c.armClose = false
+	c.conn0.reset()
+	c.events.push(Event{Kind: EventClosed, Err: err})
+}
+
+// Close starts a clean client-initiated close: connection.close goes out,
+// every channel ends, and EventClosed (Err nil) follows the server's
+// close-ok, or an error if it does not come within CloseTimeout.
+func (c *Conn) Close(reply proto.Reply) error {
+	switch c.state {
+	case StateNew:
+		c.finish(nil)
+		return nil
+	case StateClosing, StateClosed:
+		return c.closedErr()
+	}
+	if reply.Code == 0 {
+		reply.Code = proto.ReplySuccess
+	}
+	if len(reply.Text) > 255 {
+		reply.Text = reply.Text[:255]
+	}
+	if err := c.sendMethod(0, &frames.ConnectionClose{ReplyCode: uint16(reply.Code), ReplyText: reply.Text, ClassID: reply.ClassID, MethodID: reply.MethodID}); err != nil {
+		return err
+	}
+	c.enterClosing(nil)
+	return nil
+}
+
+// handleConnFrame handles a frame on channel 0: the handshake, close, and
+// the connection-level notifications.
+func (c *Conn) handleConnFrame(f frames.Frame) {
+	if f.Type != frames.FrameMethod {
+		c.violation(proto.UnexpectedFrame, 0, "%s frame on channel 0", f.Type)
+		return
+	}
+	m, err := c.parser.ParseMethod(0, f.Payload)
+	if err != nil {
+		c.violationErr(err)
+		return
+	}
+	if c.cfg.Trace != nil {
+		c.trace(Received, 0, describe(m))
+	}
+	switch m := m.(type) {
+	case *frames.ConnectionClose:
+		// A close from the peer is answered in every state, also when it
+		// crosses ours.
+		_ = c.sendMethod(0, &frames.ConnectionCloseOK{})
+		err := &proto.ConnectionError{Reply: proto.Reply{Code: proto.ReplyCode(m.ReplyCode), Text: m.ReplyText, ClassID: m.ClassID, MethodID: m.MethodID}, Origin: proto.ByPeer}
+		if c.state == StateClosing {
+			c.finish(c.err)
+			return
+		}
+		c.fail(err)
+		return
+	case *frames.ConnectionCloseOK:
+		if c.state == StateClosing {
+			c.finish(c.err)
+			return
+		}
+	}
+	if c.state == StateClosing {
+		return // discard everything but close and close-ok
+	}
+	switch c.state {
+	case StateAwaitStart:
+		if m, ok := m.(*frames.ConnectionStart); ok {
+			c.handleStart(m)
+			return
+		}
+	case StateAwaitTune:
+		switch m := m.(type) {
+		case *frames.ConnectionSecure:
+			resp, err := c.auth.Challenge([]byte(m.Challenge))
+			if err != nil {
+				c.fail(fmt.Errorf("amqp: %s challenge: %w", c.auth.Mechanism(), err))
+				return
+			}
+			_ = c.sendMethod(0, &frames.ConnectionSecureOK{Response: string(resp)})
+			return
+		case *frames.ConnectionTune:
+			c.handleTune(m)
+			return
+		}
+	case StateAwaitOpenOK:
+		if _, ok := m.(*frames.ConnectionOpenOK); ok {
+			c.state = StateOpen
+			c.events.push(Event{Kind: EventConnected})
+			return
+		}
+	case StateOpen:
+		switch m := m.(type) {
+		case *frames.ConnectionBlocked:
+			c.blocked = true
+			c.events.push(Event{Kind: EventBlocked, Reason: m.Reason})
+			return
+		case *frames.ConnectionUnblocked:
+			c.blocked = false
+			c.events.push(Event{Kind: EventUnblocked})
+			return
+		case *frames.ConnectionUpdateSecretOK:
+			if req, ok := c.conn0.front(); ok && frames.AcceptsReply(req.key, m.Key()) {
+				c.conn0.pop()
+				c.events.push(Event{Kind: EventReply, Request: req.key, Method: &frames.ConnectionUpdateSecretOK{}})
+				return
+			}
+		}
+	}
+	c.violation(proto.CommandInvalid, m.Key(), "unexpected %s in state %s", m.Key(), c.state)
+}
+
+func (c *Conn) handleStart(m *frames.ConnectionStart) {
+	if m.VersionMajor != 0 || m.VersionMinor != 9 {
+		c.fail(fmt.Errorf("amqp: server speaks protocol %d-%d, not 0-9: %w", m.VersionMajor, m.VersionMinor, frames.ErrProtocolMismatch))
+		return
+	}
+	c.serverProps = m.ServerProperties
+	offered := strings.Fields(m.Mechanisms)
+	for _, a := range c.cfg.Auth {
+		for _, name := range offered {
+			if name == a.Mechanism() {
+				c.auth = a
+				break
+			}
+		}
+		if c.auth != nil {
+			break
+		}
+	}
+	if c.auth == nil {
+		var ours []string
+		for _, a := range c.cfg.Auth {
+			ours = append(ours, a.Mechanism())
+		}
+		c.fail(fmt.Errorf("%w: server offers %q, we have %q", ErrNoMechanism, m.Mechanisms, strings.Join(ours, " ")))
+		return
+	}
+	resp, err := c.auth.Response()
+	if err != nil {
+		c.fail(fmt.Errorf("amqp: %s response: %w", c.auth.Mechanism(), err))
+		return
+	}
+	locale := c.cfg.Locale
+	if locales := strings.Fields(m.Locales); len(locales) > 0 && !contains(locales, locale) {
+		locale = locales[0]
+	}
+	if err := c.sendMethod(0, &frames.ConnectionStartOK{
+		ClientProperties: c.cfg.clientProperties(),
+		Mechanism:        c.auth.Mechanism(),
+		Response:         string(resp),
+		Locale:           locale,
+	}); err != nil {
+		c.fail(fmt.Errorf("amqp: encoding start-ok: %w", err))
+		return
+	}
+	c.state = StateAwaitTune
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Conn) handleTune(m *frames.ConnectionTune) {
+	ours := uint16(0)
+	if c.cfg.ChannelMax != NoLimit {
+		ours = c.cfg.ChannelMax
+	}
+	c.tuning.ChannelMax = negotiate(ours, m.ChannelMax)
+	if c.tuning.ChannelMax == 0 {
+		c.tuning.ChannelMax = NoLimit
+	}
+	c.tuning.FrameMax = negotiate(c.cfg.FrameMax, m.FrameMax)
+	if c.tuning.FrameMax != 0 && c.tuning.FrameMax < frames.FrameMinSize {
+		c.tuning.FrameMax = frames.FrameMinSize
+	}
+	var hb uint16
+	if c.cfg.Heartbeat > 0 {
+		hb = uint16(min(max(c.cfg.Heartbeat/time.Second, 1), 0xFFFF))
+	}
+	if c.cfg.Heartbeat < 0 {
+		hb = 0
+	}
+	hb = negotiate(hb, m.Heartbeat)
+	c.tuning.Heartbeat = time.Duration(hb) * time.Second
+	if c.tuning.FrameMax != 0 {
+		c.readMax = c.tuning.FrameMax
+	}
+	_ = c.sendMethod(0, &frames.ConnectionTuneOK{ChannelMax: c.tuning.ChannelMax, FrameMax: c.tuning.FrameMax, Heartbeat: hb})
+	if err := c.sendMethod(0, &frames.ConnectionOpen{VirtualHost: c.cfg.VirtualHost}); err != nil {
+		c.fail(fmt.Errorf("amqp: virtual host: %w", err))
+		return
+	}
+	if hb > 0 {
+		c.lastRecv = c.now
+		c.hbNext = c.now.Add(c.tuning.Heartbeat / 2)
+	}
+	c.state = StateAwaitOpenOK
+}
+
+// UpdateSecret sends connection.update-secret (for example a refreshed
+// OAuth 2 token); EventReply with connection.update-secret-ok follows.
+func (c *Conn) UpdateSecret(secret, reason string) error {
+	if c.state != StateOpen {
+		return c.notOpen()
+	}
+	m := &frames.ConnectionUpdateSecret{NewSecret: secret, Reason: reason}
+	if err := c.sendMethod(0, m); err != nil {
+		return err
+	}
+	c.conn0.push(request{key: m.Key()})
+	return nil
+}
+
+func (c *Conn) notOpen() error {
+	if c.state == StateClosing || c.state == StateClosed {
+		return c.closedErr()
+	}
+	return ErrNotOpen
+}
