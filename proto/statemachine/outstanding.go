@@ -118,3 +118,16 @@ func (o *Outstanding[T]) Drain(fn func(seq uint64, v T)) int {
 	}
 	return o.Resolve(o.first+uint64(o.n)-1, true, fn)
 }
+
+// Peek calls fn with the value of publish seq if it is still unresolved.
+func (o *Outstanding[T]) Peek(seq uint64, fn func(v T)) bool {
+	if o.n == 0 || seq < o.first || seq-o.first >= uint64(o.n) {
+		return false
+	}
+	s := &o.ring[(o.head+int(seq-o.first))%len(o.ring)]
+	if s.done {
+		return false
+	}
+	fn(s.v)
+	return true
+}

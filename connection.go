@@ -1,0 +1,490 @@
+package warren
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/warren-amqp/warren/proto"
+	"github.com/warren-amqp/warren/proto/statemachine"
+)
+
+// Config configures a Connection. Zero fields take the defaults of
+// proto/statemachine, or of the URI when dialling one.
+type Config struct {
+	// Auth lists the SASL mechanisms to offer in order of preference.
+	// Empty: PLAIN then AMQPLAIN with the URI's credentials (guest/guest).
+	Auth []statemachine.Authenticator
+	// Vhost is the virtual host; empty means the URI's, or "/".
+	Vhost string
+	// ConnectionName is shown in RabbitMQ's management UI.
+	ConnectionName string
+	// Properties are extra client properties.
+	Properties proto.Table
+	// Heartbeat is the interval asked for (negative: none).
+	Heartbeat time.Duration
+	// ChannelMax and FrameMax are the limits asked for.
+	ChannelMax uint16
+	FrameMax   uint32
+	// Locale asked for; empty means en_US.
+	Locale string
+	// MaxMessageSize bounds incoming message bodies (see
+	// statemachine.Config.MaxMessageSize).
+	MaxMessageSize uint64
+	// WriteBufferLimit bounds the bytes queued for the socket; publishes
+	// wait for room (honouring their context). Default 1 MiB.
+	WriteBufferLimit int
+	// ConsumerBuffer is the capacity of each consumer's delivery channel
+	// and the default prefetch of manual-ack consumers. Default 256.
+	ConsumerBuffer int
+	// Logger receives the client's log lines; nil means silent.
+	Logger *slog.Logger
+	// Trace, when set, receives every frame sent or received.
+	Trace func(dir statemachine.Direction, channel uint16, frame string)
+}
+
+const (
+	defaultWriteBufferLimit = 1 << 20
+	defaultConsumerBuffer   = 256
+	readBufferSize          = 64 << 10
+)
+
+// Connection is an AMQP connection to a broker. It is safe for concurrent
+// use by many goroutines. Its goroutines (one reader, one writer, one
+// notifier) end when the connection closes.
+type Connection struct {
+	cfg Config
+	nc  net.Conn
+	log *slog.Logger
+
+	mu        sync.Mutex
+	m         *statemachine.Conn
+	chans     map[uint16]*Channel
+	opening   map[uint16]chan error // OpenChannel waiters by channel id
+	waitRoom  chan struct{}         // closed and replaced when outbound bytes are written or the broker unblocks
+	writing   int                   // bytes taken by the writer and not yet written
+	blocked   bool
+	err       error // why the connection closed
+	connected chan struct{}
+	closeSubs []chan *ConnectionError
+	blockSubs []chan Blocking
+	secretWaiters []*waiter
+	dying     chan struct{} // closed once the machine is closing or closed
+	dyingOnce sync.Once
+
+	writeWake chan struct{}
+	kickRead  atomic.Bool // the reader must drain events (set before interrupting its Read)
+	done      chan struct{}
+	wg        sync.WaitGroup
+	notify    notifier
+}
+
+// Blocking is a connection.blocked (Active true, with the broker's
+// reason) or connection.unblocked notification.
+type Blocking struct {
+	Active bool
+	Reason string
+}
+
+// Open runs the AMQP handshake over nc, a byte stream already connected
+// to the broker (a net.Conn from any transport), and returns the open
+// Connection. The context bounds the handshake only. On failure nc is
+// closed.
+func Open(ctx context.Context, nc net.Conn, cfg Config) (*Connection, error) {
+	if len(cfg.Auth) == 0 {
+		cfg.Auth = []statemachine.Authenticator{
+			statemachine.PlainAuth{Username: "guest", Password: "guest"},
+			statemachine.AMQPlainAuth{Username: "guest", Password: "guest"},
+		}
+	}
+	if cfg.WriteBufferLimit <= 0 {
+		cfg.WriteBufferLimit = defaultWriteBufferLimit
+	}
+	if cfg.ConsumerBuffer <= 0 {
+		cfg.ConsumerBuffer = defaultConsumerBuffer
+	}
+	handshakeTimeout := time.Duration(0)
+	if dl, ok := ctx.Deadline(); ok {
+		handshakeTimeout = time.Until(dl)
+		if handshakeTimeout <= 0 {
+			nc.Close()
+			return nil, ctx.Err()
+		}
+	}
+	m, err := statemachine.NewConn(statemachine.Config{
+		Auth:             cfg.Auth,
+		VirtualHost:      cfg.Vhost,
+		ConnectionName:   cfg.ConnectionName,
+		ClientProperties: cfg.Properties,
+		ChannelMax:       cfg.ChannelMax,
+		FrameMax:         cfg.FrameMax,
+		Heartbeat:        cfg.Heartbeat,
+		Locale:           cfg.Locale,
+		HandshakeTimeout: handshakeTimeout,
+		MaxMessageSize:   cfg.MaxMessageSize,
+		Trace:            cfg.Trace,
+	})
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Connection{
+		cfg:       cfg,
+		nc:        nc,
+		log:       log,
+		m:         m,
+		chans:     make(map[uint16]*Channel),
+		opening:   make(map[uint16]chan error),
+		waitRoom:  make(chan struct{}),
+		connected: make(chan struct{}),
+		writeWake: make(chan struct{}, 1),
+		done:      make(chan struct{}),
+		dying:     make(chan struct{}),
+	}
+	c.notify.init()
+	m.Start(time.Now())
+	c.wg.Add(3)
+	go c.readLoop()
+	go c.writeLoop()
+	go func() { defer c.wg.Done(); c.notify.run(c.done) }()
+	c.wakeWriter()
+
+	select {
+	case <-c.connected:
+		return c, nil
+	case <-c.done:
+		c.wg.Wait()
+		return nil, c.err
+	case <-ctx.Done():
+		c.abort(ctx.Err())
+		return nil, fmt.Errorf("amqp: handshake: %w", ctx.Err())
+	}
+}
+
+// abort tears the connection down without a close handshake.
+func (c *Connection) abort(err error) {
+	c.mu.Lock()
+	c.m.FeedEOF() // the machine reports every channel and the connection closed
+	c.mu.Unlock()
+	c.nc.Close()
+	c.wg.Wait()
+}
+
+func (c *Connection) wakeWriter() {
+	select {
+	case c.writeWake <- struct{}{}:
+	default:
+	}
+}
+
+// kickReader makes the reader drain events produced outside it (by a
+// timeout or a command) even while it waits for input.
+func (c *Connection) kickReader() {
+	c.kickRead.Store(true)
+	_ = c.nc.SetReadDeadline(time.Now())
+}
+
+// readLoop is the only goroutine that drains the machine's events, so
+// deliveries reach consumers in order and each consumer's channel has one
+// sender.
+func (c *Connection) readLoop() {
+	defer c.wg.Done()
+	buf := make([]byte, readBufferSize)
+	var acts []action
+	for {
+		n, err := c.nc.Read(buf)
+		kicked := false
+		if err != nil && c.kickRead.Load() {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				kicked = true
+				c.kickRead.Store(false)
+				_ = c.nc.SetReadDeadline(time.Time{})
+				err = nil
+			}
+		}
+		c.mu.Lock()
+		if n > 0 {
+			_ = c.m.Feed(buf[:n])
+		}
+		if err != nil {
+			c.m.FeedEOF()
+		}
+		acts = c.drainLocked(acts[:0])
+		closed := c.m.State() == statemachine.StateClosed
+		c.mu.Unlock()
+		_ = kicked
+		c.wakeWriter()
+		c.perform(acts)
+		clear(acts)
+		if closed {
+			c.shutdown()
+			return
+		}
+	}
+}
+
+// shutdown runs once, in the reader, after the machine reached Closed.
+func (c *Connection) shutdown() {
+	c.nc.Close()
+	close(c.done)
+}
+
+// writeLoop owns the clock: it writes what the machine queues, with a
+// write deadline no later than the machine's next deadline, so a broker
+// that stops reading cannot freeze heartbeats and timeouts.
+func (c *Connection) writeLoop() {
+	defer c.wg.Done()
+	var out []byte
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		c.mu.Lock()
+		out = c.m.AppendOutbound(out[:0])
+		c.writing = len(out)
+		deadline := c.m.Deadline()
+		closed := c.m.State() == statemachine.StateClosed
+		c.mu.Unlock()
+
+		for w := 0; w < len(out); {
+			if !deadline.IsZero() {
+				_ = c.nc.SetWriteDeadline(deadline)
+			}
+			n, err := c.nc.Write(out[w:])
+			w += n
+			c.mu.Lock()
+			c.writing = len(out) - w
+			c.roomLocked()
+			c.mu.Unlock()
+			if err == nil {
+				continue
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				c.tick()
+				c.mu.Lock()
+				deadline = c.m.Deadline()
+				dead := c.m.State() == statemachine.StateClosed
+				c.mu.Unlock()
+				if dead {
+					return
+				}
+				continue
+			}
+			c.log.Debug("amqp write failed", "error", err)
+			c.mu.Lock()
+			c.m.FeedEOF()
+			c.mu.Unlock()
+			c.kickReader()
+			c.nc.Close()
+			return
+		}
+		_ = c.nc.SetWriteDeadline(time.Time{})
+		if closed {
+			return
+		}
+		if !deadline.IsZero() {
+			timer.Reset(time.Until(deadline))
+		}
+		select {
+		case <-c.writeWake:
+		case <-timer.C:
+			c.tick()
+		case <-c.done:
+			return
+		}
+		timer.Stop()
+	}
+}
+
+// tick passes the time in and lets the reader report what it caused.
+func (c *Connection) tick() {
+	c.mu.Lock()
+	c.m.HandleTimeout(time.Now())
+	c.mu.Unlock()
+	c.kickReader()
+}
+
+// roomLocked wakes publishers waiting for write-buffer room.
+func (c *Connection) roomLocked() {
+	if c.hasRoomLocked() {
+		close(c.waitRoom)
+		c.waitRoom = make(chan struct{})
+	}
+}
+
+func (c *Connection) hasRoomLocked() bool {
+	return !c.blocked && c.m.OutboundLen()+c.writing < c.cfg.WriteBufferLimit
+}
+
+// IsAlive reports whether the connection is open (the seed's is_alive):
+// false once it is closing or closed.
+func (c *Connection) IsAlive() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m.State() == statemachine.StateOpen
+}
+
+// Err returns why the connection closed, or nil while it is open or after
+// a clean Close.
+func (c *Connection) Err() error {
+	select {
+	case <-c.done:
+		return c.err
+	default:
+		return nil
+	}
+}
+
+// Done is closed when the connection has closed and its goroutines are
+// ending.
+func (c *Connection) Done() <-chan struct{} { return c.done }
+
+// NetConn returns the underlying byte stream (the seed exposes its socket).
+// Reading or writing it directly corrupts the connection.
+func (c *Connection) NetConn() net.Conn { return c.nc }
+
+// LocalAddr returns the local network address.
+func (c *Connection) LocalAddr() net.Addr { return c.nc.LocalAddr() }
+
+// RemoteAddr returns the broker's network address.
+func (c *Connection) RemoteAddr() net.Addr { return c.nc.RemoteAddr() }
+
+// ServerProperties returns the broker's properties from connection.start.
+func (c *Connection) ServerProperties() proto.Table {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m.ServerProperties()
+}
+
+// Tuning returns the negotiated channel_max, frame_max and heartbeat.
+func (c *Connection) Tuning() statemachine.Tuning {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m.Tuning()
+}
+
+// Name returns the connection name given in Config.
+func (c *Connection) Name() string { return c.cfg.ConnectionName }
+
+// NotifyClose registers ch to receive the error that closes the
+// connection (nothing after a clean Close); ch is closed afterwards. A
+// slow receiver never stalls the connection: use a buffered channel.
+func (c *Connection) NotifyClose(ch chan *ConnectionError) chan *ConnectionError {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.done:
+		close(ch)
+	default:
+		c.closeSubs = append(c.closeSubs, ch)
+	}
+	return ch
+}
+
+// NotifyBlocked registers ch to receive connection.blocked and unblocked
+// notifications; it is closed when the connection closes.
+func (c *Connection) NotifyBlocked(ch chan Blocking) chan Blocking {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.done:
+		close(ch)
+	default:
+		c.blockSubs = append(c.blockSubs, ch)
+	}
+	return ch
+}
+
+// Blocked reports whether the broker currently blocks the connection.
+func (c *Connection) Blocked() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.blocked
+}
+
+// Close closes the connection cleanly: connection.close, then the
+// broker's close-ok. It returns when the connection has closed or ctx
+// ends (then the socket is closed at once).
+func (c *Connection) Close(ctx context.Context) error {
+	c.mu.Lock()
+	err := c.m.Close(proto.Reply{Code: proto.ReplySuccess, Text: "closed by client"})
+	c.mu.Unlock()
+	c.kickReader()
+	c.wakeWriter()
+	if err != nil {
+		select {
+		case <-c.done:
+			c.wg.Wait()
+			return nil
+		default:
+		}
+	}
+	select {
+	case <-c.done:
+		c.wg.Wait()
+		return nil
+	case <-ctx.Done():
+		c.nc.Close()
+		c.wg.Wait()
+		return ctx.Err()
+	}
+}
+
+// UpdateSecret sends connection.update-secret (e.g. a refreshed OAuth 2
+// token) and waits for the broker's update-secret-ok.
+func (c *Connection) UpdateSecret(ctx context.Context, secret, reason string) error {
+	w := &waiter{done: make(chan struct{})}
+	c.mu.Lock()
+	if err := c.m.UpdateSecret(secret, reason); err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	c.secretWaiters = append(c.secretWaiters, w)
+	c.mu.Unlock()
+	c.wakeWriter()
+	_, err := w.wait(ctx)
+	return err
+}
+
+// waitRoomFor waits until the write buffer has room and the broker does
+// not block the connection.
+func (c *Connection) waitRoomFor(ctx context.Context) error {
+	for {
+		c.mu.Lock()
+		if c.m.State() != statemachine.StateOpen {
+			err := c.closedErrLocked()
+			c.mu.Unlock()
+			return err
+		}
+		if c.hasRoomLocked() {
+			c.mu.Unlock()
+			return nil
+		}
+		room := c.waitRoom
+		c.mu.Unlock()
+		select {
+		case <-room:
+		case <-c.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (c *Connection) closedErrLocked() error {
+	if err := c.m.Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	return ErrClosed
+}

@@ -1,0 +1,76 @@
+package warren
+
+import (
+	"errors"
+	"io"
+	"net"
+	"syscall"
+
+	"github.com/warren-amqp/warren/proto"
+	"github.com/warren-amqp/warren/proto/statemachine"
+)
+
+// Error types shared with every layer of Warren: match them with errors.As,
+// and reply codes with errors.Is (errors.Is(err, warren.NotFound)).
+type (
+	// Error is implemented by every AMQP-level error (the seed's AMQPError).
+	Error = proto.Error
+	// ConnectionError is an error that closed the connection.
+	ConnectionError = proto.ConnectionError
+	// ChannelError is an error that closed a channel (or, with ConsumerTag
+	// set and no code, a consumer cancelled by the broker).
+	ChannelError = proto.ChannelError
+	// ReplyCode is an AMQP reply code; each is also an errors.Is target.
+	ReplyCode = proto.ReplyCode
+)
+
+// Reply codes users test for most often, as errors.Is targets.
+const (
+	NotFound           = proto.NotFound
+	AccessRefused      = proto.AccessRefused
+	PreconditionFailed = proto.PreconditionFailed
+	ResourceLocked     = proto.ResourceLocked
+	NoRoute            = proto.NoRoute
+	NotAllowed         = proto.NotAllowed
+	ConnectionForced   = proto.ConnectionForced
+	NotImplemented     = proto.NotImplemented
+)
+
+// Errors of the client itself.
+var (
+	// ErrClosed is returned by operations on a closed Connection or Channel.
+	ErrClosed = statemachine.ErrClosed
+	// ErrConnectionLost reports that the byte stream ended unexpectedly.
+	ErrConnectionLost = statemachine.ErrConnectionLost
+	// ErrHeartbeatTimeout reports a broker that went silent.
+	ErrHeartbeatTimeout = statemachine.ErrHeartbeatTimeout
+	// ErrMaybeSent reports a publish whose outcome is unknown: it was handed
+	// to the connection, which then failed before the broker confirmed it.
+	ErrMaybeSent = errors.New("amqp: publish may have reached the broker; its outcome is unknown")
+	// ErrNotConfirmMode is returned when a confirmation is awaited on a
+	// channel that is not in confirm mode.
+	ErrNotConfirmMode = errors.New("amqp: channel is not in confirm mode")
+	// ErrStaleDelivery is returned when acknowledging a delivery that came
+	// from an earlier incarnation of a reopened channel: its delivery tag
+	// would name another message.
+	ErrStaleDelivery = errors.New("amqp: delivery belongs to a closed incarnation of the channel")
+)
+
+// IsRecoverable reports whether retrying may cure err: AMQP errors that
+// py-amqp classes as recoverable (see proto.ReplyCode.Recoverable), and
+// network failures (a lost connection, a missed heartbeat, a reset), for
+// which a new connection may succeed.
+func IsRecoverable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var ae proto.Error
+	if errors.As(err, &ae) {
+		return proto.IsRecoverable(err)
+	}
+	var ne net.Error
+	return errors.Is(err, ErrConnectionLost) || errors.Is(err, ErrHeartbeatTimeout) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.EPIPE) || errors.As(err, &ne)
+}
