@@ -62,20 +62,20 @@ type Connection struct {
 	nc  net.Conn
 	log *slog.Logger
 
-	mu        sync.Mutex
-	m         *statemachine.Conn
-	chans     map[uint16]*Channel
-	opening   map[uint16]chan error // OpenChannel waiters by channel id
-	waitRoom  chan struct{}         // closed and replaced when outbound bytes are written or the broker unblocks
-	writing   int                   // bytes taken by the writer and not yet written
-	blocked   bool
-	err       error // why the connection closed
-	connected chan struct{}
-	closeSubs []chan *ConnectionError
-	blockSubs []chan Blocking
+	mu            sync.Mutex
+	m             *statemachine.Conn
+	chans         map[uint16]*Channel
+	opening       map[uint16]chan error // OpenChannel waiters by channel id
+	waitRoom      chan struct{}         // closed and replaced when outbound bytes are written or the broker unblocks
+	writing       int                   // bytes taken by the writer and not yet written
+	blocked       bool
+	err           error // why the connection closed
+	connected     chan struct{}
+	closeSubs     []chan *ConnectionError
+	blockSubs     []chan Blocking
 	secretWaiters []*waiter
-	dying     chan struct{} // closed once the machine is closing or closed
-	dyingOnce sync.Once
+	dying         chan struct{} // closed once the machine is closing or closed
+	dyingOnce     sync.Once
 
 	writeWake chan struct{}
 	kickRead  atomic.Bool // the reader must drain events (set before interrupting its Read)

@@ -47,9 +47,9 @@ func (w *waiter) wait(ctx context.Context) (frames.Method, error) {
 type actionKind uint8
 
 const (
-	actDeliver      actionKind = iota // send a delivery to a consumer's channel
-	actEndConsumer                    // close a consumer's channel
-	actNotify                         // run a callback on the notifier goroutine
+	actDeliver     actionKind = iota // send a delivery to a consumer's channel
+	actEndConsumer                   // close a consumer's channel
+	actNotify                        // run a callback on the notifier goroutine
 )
 
 type action struct {
