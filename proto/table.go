@@ -119,7 +119,12 @@ func AppendTable(dst []byte, t Table) ([]byte, error) {
 // AppendTableFields appends t's fields without the length prefix (the
 // shape of an AMQPLAIN response).
 func AppendTableFields(dst []byte, t Table) ([]byte, error) {
-	return appendFields(dst, t, 0)
+	start := len(dst)
+	out, err := appendFields(dst, t, 0)
+	if err != nil {
+		return dst[:start], err
+	}
+	return out, nil
 }
 
 func appendTable(dst []byte, t Table, depth int) ([]byte, error) {

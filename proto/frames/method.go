@@ -80,26 +80,31 @@ func (in *Interner) String(b []byte) string {
 // use. A Parser is not safe for concurrent use.
 type Parser struct {
 	cache   methodCache
-	Strings Interner // interns the short strings of decoded methods
+	r       wire.Reader // reused: a Reader passed to parseArgs, an interface method, escapes to the heap
+	Strings Interner    // interns the short strings of decoded methods
 }
 
 // ParseMethod decodes a method frame's payload. The returned Method points
 // into p and is valid until the next ParseMethod call; its strings and
 // tables are owned values that stay valid. ch is used only to label errors.
 func (p *Parser) ParseMethod(ch uint16, payload []byte) (Method, error) {
-	return parseMethod(ch, payload, p.cache.get, &p.Strings)
+	p.r = wire.NewReader(payload)
+	m, err := parseMethod(ch, &p.r, p.cache.get, &p.Strings)
+	p.r = wire.Reader{} // do not keep the caller's buffer reachable
+	return m, err
 }
 
 // DecodeMethod decodes a method frame's payload into a new struct.
 func DecodeMethod(ch uint16, payload []byte) (Method, error) {
-	return parseMethod(ch, payload, NewMethod, nil)
+	r := wire.NewReader(payload)
+	return parseMethod(ch, &r, NewMethod, nil)
 }
 
-func parseMethod(ch uint16, payload []byte, get func(MethodKey) Method, in *Interner) (Method, error) {
-	r := wire.NewReader(payload)
+func parseMethod(ch uint16, r *wire.Reader, get func(MethodKey) Method, in *Interner) (Method, error) {
+	size := r.Len()
 	classID, methodID := r.Short(), r.Short()
 	if r.Err() != nil {
-		return nil, frameErr(proto.FrameError, ch, ErrMalformedMethod, "method frame of %d bytes is too short for class and method ids", len(payload))
+		return nil, frameErr(proto.FrameError, ch, ErrMalformedMethod, "method frame of %d bytes is too short for class and method ids", size)
 	}
 	k := Key(classID, methodID)
 	m := get(k)
@@ -113,7 +118,7 @@ func parseMethod(ch uint16, payload []byte, get func(MethodKey) Method, in *Inte
 		e.ClassID, e.MethodID = classID, methodID
 		return nil, e
 	}
-	m.parseArgs(&r, in)
+	m.parseArgs(r, in)
 	err := r.Err()
 	if err == nil && r.Len() != 0 {
 		err = fmt.Errorf("%d bytes after the last argument", r.Len())
