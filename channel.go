@@ -26,6 +26,7 @@ type Channel struct {
 	incarnation uint64
 	lastErr     error // why the current incarnation closed; nil while open
 	userClosed  bool
+	reopening   chan struct{} // closed when a reopening finishes
 	waiters     []*waiter
 	consumers   map[string]*consumer
 	flowActive  bool
@@ -103,25 +104,48 @@ func (ch *Channel) open(ctx context.Context) error {
 	}
 }
 
-// ready returns the channel's id, reopening it after a channel error.
+// ready makes sure the channel is open, reopening it after a channel
+// error. Concurrent callers share one reopening.
 func (ch *Channel) ready(ctx context.Context) error {
 	c := ch.conn
-	c.mu.Lock()
-	switch {
-	case ch.userClosed:
+	for {
+		c.mu.Lock()
+		switch {
+		case ch.userClosed:
+			c.mu.Unlock()
+			return ErrClosed
+		case ch.reopening != nil:
+			wait := ch.reopening
+			c.mu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		case ch.lastErr == nil:
+			c.mu.Unlock()
+			return nil
+		}
+		if c.m.State() != statemachine.StateOpen {
+			err := c.closedErrLocked()
+			c.mu.Unlock()
+			return err
+		}
+		done := make(chan struct{})
+		ch.reopening = done
 		c.mu.Unlock()
-		return ErrClosed
-	case ch.lastErr == nil:
+		err := ch.open(ctx)
+		c.mu.Lock()
+		ch.reopening = nil
+		close(done)
 		c.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("amqp: reopening channel: %w", err)
+		}
+		c.log.Debug("amqp channel reopened after an error", "channel", ch.ID(), "incarnation", ch.Incarnation())
 		return nil
 	}
-	if c.m.State() != statemachine.StateOpen {
-		err := c.closedErrLocked()
-		c.mu.Unlock()
-		return err
-	}
-	c.mu.Unlock()
-	return ch.open(ctx)
 }
 
 // ID returns the channel's current id (it may change when the channel is

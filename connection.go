@@ -82,6 +82,7 @@ type Connection struct {
 	done      chan struct{}
 	wg        sync.WaitGroup
 	notify    notifier
+	topo      topology
 }
 
 // Blocking is a connection.blocked (Active true, with the broker's

@@ -177,6 +177,7 @@ func (ch *Channel) Consume(ctx context.Context, queue string, opts ConsumeOption
 	if _, err := w.wait(ctx); err != nil {
 		return nil, err
 	}
+	c.topo.addConsumer(DeclaredConsumer{Queue: queue, Tag: cons.tag, Options: opts})
 	return &Consumer{ch: ch, cons: cons, Tag: cons.tag}, nil
 }
 
@@ -185,6 +186,7 @@ func (ch *Channel) Consume(ctx context.Context, queue string, opts ConsumeOption
 // so keep receiving until it does.
 func (cs *Consumer) Cancel(ctx context.Context) error {
 	_, _, err := cs.ch.call(ctx, &frames.BasicCancel{ConsumerTag: cs.Tag})
+	cs.ch.conn.topo.deleteConsumer(cs.Tag)
 	return err
 }
 
@@ -195,6 +197,7 @@ func (ch *Channel) onServerCancelLocked(acts []action, tag string) []action {
 		return acts
 	}
 	delete(ch.consumers, tag)
+	ch.conn.topo.deleteConsumer(tag)
 	if cons.onCancel != nil {
 		fn := cons.onCancel
 		acts = append(acts, action{kind: actNotify, fn: func() { fn(tag) }})

@@ -47,6 +47,9 @@ type ExchangeOptions struct {
 func (ch *Channel) ExchangeDeclare(ctx context.Context, name, kind string, opts ExchangeOptions) error {
 	_, _, err := ch.call(ctx, &frames.ExchangeDeclare{Exchange: name, Type: kind, Passive: opts.Passive, Durable: opts.Durable,
 		AutoDelete: opts.AutoDelete, Internal: opts.Internal, NoWait: opts.NoWait, Arguments: opts.Arguments})
+	if err == nil {
+		ch.conn.topo.addExchange(DeclaredExchange{Name: name, Kind: kind, Options: opts})
+	}
 	return err
 }
 
@@ -59,6 +62,9 @@ type ExchangeDeleteOptions struct {
 // ExchangeDelete deletes an exchange.
 func (ch *Channel) ExchangeDelete(ctx context.Context, name string, opts ExchangeDeleteOptions) error {
 	_, _, err := ch.call(ctx, &frames.ExchangeDelete{Exchange: name, IfUnused: opts.IfUnused, NoWait: opts.NoWait})
+	if err == nil {
+		ch.conn.topo.deleteExchange(name)
+	}
 	return err
 }
 
@@ -73,12 +79,18 @@ type BindOptions struct {
 // routingKey flow on to destination.
 func (ch *Channel) ExchangeBind(ctx context.Context, destination, routingKey, source string, opts BindOptions) error {
 	_, _, err := ch.call(ctx, &frames.ExchangeBind{Destination: destination, Source: source, RoutingKey: routingKey, NoWait: opts.NoWait, Arguments: opts.Arguments})
+	if err == nil {
+		ch.conn.topo.addBinding(DeclaredBinding{ExchangeToExchange: true, Destination: destination, Source: source, RoutingKey: routingKey, Arguments: opts.Arguments})
+	}
 	return err
 }
 
 // ExchangeUnbind removes an exchange-to-exchange binding.
 func (ch *Channel) ExchangeUnbind(ctx context.Context, destination, routingKey, source string, opts BindOptions) error {
 	_, _, err := ch.call(ctx, &frames.ExchangeUnbind{Destination: destination, Source: source, RoutingKey: routingKey, NoWait: opts.NoWait, Arguments: opts.Arguments})
+	if err == nil {
+		ch.conn.topo.deleteBinding(DeclaredBinding{ExchangeToExchange: true, Destination: destination, Source: source, RoutingKey: routingKey})
+	}
 	return err
 }
 
@@ -107,22 +119,30 @@ func (ch *Channel) QueueDeclare(ctx context.Context, name string, opts QueueOpti
 	if err != nil {
 		return Queue{}, err
 	}
+	q := Queue{Name: name}
 	if ok, _ := reply.(*frames.QueueDeclareOK); ok != nil {
-		return Queue{Name: ok.Queue, Messages: int(ok.MessageCount), Consumers: int(ok.ConsumerCount)}, nil
+		q = Queue{Name: ok.Queue, Messages: int(ok.MessageCount), Consumers: int(ok.ConsumerCount)}
 	}
-	return Queue{Name: name}, nil
+	ch.conn.topo.addQueue(DeclaredQueue{Name: q.Name, Options: opts})
+	return q, nil
 }
 
 // QueueBind binds queue to exchange with routingKey; the empty exchange
 // name is the default exchange (to which RabbitMQ refuses bindings: 403).
 func (ch *Channel) QueueBind(ctx context.Context, queue, routingKey, exchange string, opts BindOptions) error {
 	_, _, err := ch.call(ctx, &frames.QueueBind{Queue: queue, Exchange: exchange, RoutingKey: routingKey, NoWait: opts.NoWait, Arguments: opts.Arguments})
+	if err == nil {
+		ch.conn.topo.addBinding(DeclaredBinding{Destination: queue, Source: exchange, RoutingKey: routingKey, Arguments: opts.Arguments})
+	}
 	return err
 }
 
 // QueueUnbind removes a queue binding.
 func (ch *Channel) QueueUnbind(ctx context.Context, queue, routingKey, exchange string, args proto.Table) error {
 	_, _, err := ch.call(ctx, &frames.QueueUnbind{Queue: queue, Exchange: exchange, RoutingKey: routingKey, Arguments: args})
+	if err == nil {
+		ch.conn.topo.deleteBinding(DeclaredBinding{Destination: queue, Source: exchange, RoutingKey: routingKey})
+	}
 	return err
 }
 
@@ -145,6 +165,9 @@ type QueueDeleteOptions struct {
 // QueueDelete deletes queue and returns how many messages it held.
 func (ch *Channel) QueueDelete(ctx context.Context, queue string, opts QueueDeleteOptions) (int, error) {
 	reply, _, err := ch.call(ctx, &frames.QueueDelete{Queue: queue, IfUnused: opts.IfUnused, IfEmpty: opts.IfEmpty, NoWait: opts.NoWait})
+	if err == nil {
+		ch.conn.topo.deleteQueue(queue)
+	}
 	if err != nil || reply == nil {
 		return 0, err
 	}

@@ -1,0 +1,155 @@
+package warren
+
+import (
+	"sync"
+
+	"github.com/warren-amqp/warren/proto"
+)
+
+// Topology is what the application declared through a Connection:
+// exchanges, queues, bindings and consumers, in declaration order. It is
+// the record a reconnecting client needs to declare everything again.
+// Server-named queues appear under the name the broker gave them.
+type Topology struct {
+	Exchanges []DeclaredExchange
+	Queues    []DeclaredQueue
+	Bindings  []DeclaredBinding
+	Consumers []DeclaredConsumer
+}
+
+// DeclaredExchange is an exchange.declare that succeeded.
+type DeclaredExchange struct {
+	Name, Kind string
+	Options    ExchangeOptions
+}
+
+// DeclaredQueue is a queue.declare that succeeded.
+type DeclaredQueue struct {
+	Name    string
+	Options QueueOptions
+}
+
+// DeclaredBinding is a queue or exchange binding that succeeded.
+type DeclaredBinding struct {
+	// ExchangeToExchange says Destination is an exchange, not a queue.
+	ExchangeToExchange bool
+	Destination        string
+	Source             string
+	RoutingKey         string
+	Arguments          proto.Table
+}
+
+// DeclaredConsumer is a running consumer.
+type DeclaredConsumer struct {
+	Queue   string
+	Tag     string
+	Options ConsumeOptions
+}
+
+// topology records declarations; it has its own lock so that recording
+// never waits for the connection's.
+type topology struct {
+	mu sync.Mutex
+	t  Topology
+}
+
+func (tp *topology) snapshot() Topology {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	return Topology{
+		Exchanges: append([]DeclaredExchange(nil), tp.t.Exchanges...),
+		Queues:    append([]DeclaredQueue(nil), tp.t.Queues...),
+		Bindings:  append([]DeclaredBinding(nil), tp.t.Bindings...),
+		Consumers: append([]DeclaredConsumer(nil), tp.t.Consumers...),
+	}
+}
+
+func (tp *topology) addExchange(e DeclaredExchange) {
+	if e.Options.Passive {
+		return
+	}
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	for i := range tp.t.Exchanges {
+		if tp.t.Exchanges[i].Name == e.Name {
+			tp.t.Exchanges[i] = e
+			return
+		}
+	}
+	tp.t.Exchanges = append(tp.t.Exchanges, e)
+}
+
+func (tp *topology) deleteExchange(name string) {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	tp.t.Exchanges = deleteWhere(tp.t.Exchanges, func(e DeclaredExchange) bool { return e.Name == name })
+	tp.t.Bindings = deleteWhere(tp.t.Bindings, func(b DeclaredBinding) bool {
+		return b.Source == name || (b.ExchangeToExchange && b.Destination == name)
+	})
+}
+
+func (tp *topology) addQueue(q DeclaredQueue) {
+	if q.Options.Passive {
+		return
+	}
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	for i := range tp.t.Queues {
+		if tp.t.Queues[i].Name == q.Name {
+			tp.t.Queues[i] = q
+			return
+		}
+	}
+	tp.t.Queues = append(tp.t.Queues, q)
+}
+
+func (tp *topology) deleteQueue(name string) {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	tp.t.Queues = deleteWhere(tp.t.Queues, func(q DeclaredQueue) bool { return q.Name == name })
+	tp.t.Bindings = deleteWhere(tp.t.Bindings, func(b DeclaredBinding) bool { return !b.ExchangeToExchange && b.Destination == name })
+	tp.t.Consumers = deleteWhere(tp.t.Consumers, func(c DeclaredConsumer) bool { return c.Queue == name })
+}
+
+func (tp *topology) addBinding(b DeclaredBinding) {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	tp.t.Bindings = append(deleteWhere(tp.t.Bindings, b.same), b)
+}
+
+func (tp *topology) deleteBinding(b DeclaredBinding) {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	tp.t.Bindings = deleteWhere(tp.t.Bindings, b.same)
+}
+
+func (b DeclaredBinding) same(o DeclaredBinding) bool {
+	return b.ExchangeToExchange == o.ExchangeToExchange && b.Destination == o.Destination && b.Source == o.Source && b.RoutingKey == o.RoutingKey
+}
+
+func (tp *topology) addConsumer(c DeclaredConsumer) {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	tp.t.Consumers = append(tp.t.Consumers, c)
+}
+
+func (tp *topology) deleteConsumer(tag string) {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	tp.t.Consumers = deleteWhere(tp.t.Consumers, func(c DeclaredConsumer) bool { return c.Tag == tag })
+}
+
+func deleteWhere[T any](s []T, match func(T) bool) []T {
+	out := s[:0]
+	for _, x := range s {
+		if !match(x) {
+			out = append(out, x)
+		}
+	}
+	clear(s[len(out):])
+	return out
+}
+
+// Topology returns a snapshot of what was declared through this connection
+// and still stands, as far as the client knows.
+func (c *Connection) Topology() Topology { return c.topo.snapshot() }
