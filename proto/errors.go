@@ -194,7 +194,7 @@ func (e *ConnectionError) Error() string {
 // Is matches a ReplyCode target with the same code.
 func (e *ConnectionError) Is(target error) bool {
 	c, ok := target.(ReplyCode)
-	return ok && c == e.Code
+	return ok && c != 0 && c == e.Code
 }
 
 // Recoverable reports whether a new connection may succeed where this one

@@ -261,7 +261,7 @@ func (v *PropertiesView) Properties() (Properties, error) {
 	if v.Flags&FlagHeaders != 0 {
 		t, err := v.Headers.Decode()
 		if err != nil {
-			return Properties{}, fmt.Errorf("amqp: property headers: %w", err)
+			return Properties{}, fmt.Errorf("%w: headers: %w", ErrMalformedProperties, err)
 		}
 		p.Headers = t
 	}

@@ -67,17 +67,25 @@ func (t *Table) SetAny(name string, x any) error {
 }
 
 // Delete removes every field named name and reports whether one existed.
+// It builds a new slice, so tables sharing t's memory are not changed.
 func (t *Table) Delete(name string) bool {
-	out := (*t)[:0]
+	var out Table
 	found := false
-	for _, f := range *t {
+	for i, f := range *t {
 		if f.Name == name {
-			found = true
+			if !found {
+				out = append(make(Table, 0, len(*t)-1), (*t)[:i]...)
+				found = true
+			}
 			continue
 		}
-		out = append(out, f)
+		if found {
+			out = append(out, f)
+		}
 	}
-	*t = out
+	if found {
+		*t = out
+	}
 	return found
 }
 
@@ -193,6 +201,9 @@ func appendValue(dst []byte, v Value, depth int) ([]byte, error) {
 				return dst, fmt.Errorf("array element %d: %w", i, err)
 			}
 		}
+		if n := len(dst) - start - 4; uint64(n) > math.MaxUint32 {
+			return dst[:start], fmt.Errorf("amqp: field array of %d bytes is too large", n)
+		}
 		wire.PutLong(dst, start, uint32(len(dst)-start-4))
 		return dst, nil
 	}
@@ -244,6 +255,9 @@ func decodeFields(b []byte, depth int) (Table, error) {
 func readValue(r *wire.Reader, depth int) (Value, error) {
 	k := Kind(r.Octet())
 	v := Value{kind: k}
+	if k == KindVoid {
+		v.kind = 0 // the zero Value is void
+	}
 	switch k {
 	case KindBool, KindUint8:
 		v.n = uint64(r.Octet())
@@ -300,6 +314,7 @@ func readValue(r *wire.Reader, depth int) (Value, error) {
 		if r.Err() == nil {
 			return Value{}, fmt.Errorf("%w: unknown field type 0x%02x", ErrMalformedTable, byte(k))
 		}
+		return Value{}, fmt.Errorf("%w: field type: %v", ErrMalformedTable, r.Err())
 	}
 	if err := r.Err(); err != nil {
 		return Value{}, fmt.Errorf("%w: %v value: %v", ErrMalformedTable, k, err)

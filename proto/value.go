@@ -108,7 +108,8 @@ func (d Decimal) String() string {
 // Build values with the constructors (String, Int32, TableValue, …) or
 // ValueOf; read them with the As… accessors or Interface.
 type Value struct {
-	kind Kind
+	_    [0]func() // not comparable with ==: values may hold tables; use reflect.DeepEqual or require.Equal
+	kind Kind // 0 for void
 	n    uint64 // integers, float bits, bool, timestamp seconds, decimal
 	s    string // string and byte-array contents
 	ref  any    // Table or []Value
@@ -182,8 +183,8 @@ func TableValue(t Table) Value { return Value{kind: KindTable, ref: t} }
 // ArrayValue returns an 'A' (field array) value.
 func ArrayValue(vs ...Value) Value { return Value{kind: KindArray, ref: vs} }
 
-// Void returns a 'V' value.
-func Void() Value { return Value{kind: KindVoid} }
+// Void returns a 'V' value: the zero Value.
+func Void() Value { return Value{} }
 
 // Kind returns the value's type letter (void for the zero Value).
 func (v Value) Kind() Kind {
@@ -197,7 +198,12 @@ func (v Value) Kind() Kind {
 func (v Value) IsVoid() bool { return v.Kind() == KindVoid }
 
 // AsBool returns the boolean of a 't' value.
-func (v Value) AsBool() (bool, bool) { return v.n != 0, v.kind == KindBool }
+func (v Value) AsBool() (bool, bool) {
+	if v.kind != KindBool {
+		return false, false
+	}
+	return v.n != 0, true
+}
 
 // AsInt returns the value of any integer kind as an int64. A 'u', 'i' or
 // 'B' value always fits; ok is false for non-integer kinds.

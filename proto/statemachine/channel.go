@@ -191,6 +191,10 @@ func (c *Conn) Call(id uint16, m frames.Method) error {
 		return fmt.Errorf("%w: %s on channel %d (use the Conn's own methods for the connection class)", ErrNotAllowed, k, id)
 	case k == frames.MethodChannelOpen || k == frames.MethodChannelClose:
 		return fmt.Errorf("%w: use OpenChannel and CloseChannel for %s", ErrNotAllowed, k)
+	case k == frames.MethodChannelCloseOK || k == frames.MethodChannelFlowOK || k == frames.MethodBasicCancelOK:
+		// Answers to the server's channel.close, channel.flow and
+		// basic.cancel: the machine sends them itself.
+		return fmt.Errorf("%w: %s is sent by the machine in answer to the server", ErrNotAllowed, k)
 	case k.HasContent():
 		return fmt.Errorf("%w: use Publish for %s", ErrNotAllowed, k)
 	case !k.SentByClient() || !k.Known():
@@ -204,8 +208,13 @@ func (c *Conn) Call(id uint16, m frames.Method) error {
 	switch m := m.(type) {
 	case *frames.BasicConsume:
 		if m.ConsumerTag == "" {
-			c.tagSeq++
-			m.ConsumerTag = "warren-" + strconv.FormatUint(uint64(id), 10) + "-" + strconv.FormatUint(c.tagSeq, 10)
+			for { // skip tags the user picked: a generated tag is unique
+				c.tagSeq++
+				m.ConsumerTag = "warren-" + strconv.FormatUint(uint64(id), 10) + "-" + strconv.FormatUint(c.tagSeq, 10)
+				if _, used := ch.consumers[m.ConsumerTag]; !used {
+					break
+				}
+			}
 		}
 		if _, dup := ch.consumers[m.ConsumerTag]; dup {
 			return fmt.Errorf("%w: %q", ErrConsumerTagInUse, m.ConsumerTag)
@@ -611,6 +620,10 @@ func (c *Conn) handleConfirm(ch *channel, k frames.MethodKey, tag uint64, multip
 	if tag == 0 { // multiple with tag 0: everything outstanding
 		tag = ch.confirms.Next() - 1
 	}
+	if ch.confirms.Resolve(tag, multiple, nil) == 0 && !multiple {
+		c.violation(proto.PreconditionFailed, k, "%s for delivery tag %d, which was already confirmed", k, tag)
+		return
+	}
 	if len(ch.returns) > 0 {
 		last := len(ch.returns) - 1
 		for i, r := range ch.returns {
@@ -622,6 +635,5 @@ func (c *Conn) handleConfirm(ch *channel, k frames.MethodKey, tag uint64, multip
 		clear(ch.returns)
 		ch.returns = ch.returns[:0]
 	}
-	ch.confirms.Resolve(tag, multiple, nil)
 	c.events.push(Event{Kind: EventConfirm, Channel: ch.id, DeliveryTag: tag, Multiple: multiple, Ack: ack})
 }
