@@ -109,10 +109,10 @@ func (d Decimal) String() string {
 // ValueOf; read them with the As… accessors or Interface.
 type Value struct {
 	_    [0]func() // not comparable with ==: values may hold tables; use reflect.DeepEqual or require.Equal
-	kind Kind // 0 for void
-	n    uint64 // integers, float bits, bool, timestamp seconds, decimal
-	s    string // string and byte-array contents
-	ref  any    // Table or []Value
+	kind Kind      // 0 for void
+	n    uint64    // integers, float bits, bool, timestamp seconds, decimal
+	s    string    // string and byte-array contents
+	ref  any       // Table or []Value
 }
 
 // Bool returns a 't' value.
