@@ -83,6 +83,7 @@ type Connection struct {
 	wg        sync.WaitGroup
 	notify    notifier
 	topo      topology
+	connector Connector
 }
 
 // Blocking is a connection.blocked (Active true, with the broker's
