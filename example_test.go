@@ -1,0 +1,180 @@
+package warren_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"os"
+	"time"
+
+	"github.com/warren-amqp/warren"
+	"github.com/warren-amqp/warren/proto"
+)
+
+// brokerURL is the broker the examples use: $AMQP_URL or the local one.
+func brokerURL() string {
+	if u := os.Getenv("AMQP_URL"); u != "" {
+		return u
+	}
+	return "amqp://guest:guest@127.0.0.1:5672/"
+}
+
+// Connecting, and closing cleanly.
+func ExampleDial() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := warren.Dial(ctx, brokerURL())
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("alive:", conn.IsAlive())
+	if err := conn.Close(ctx); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("alive after close:", conn.IsAlive())
+	// Output:
+	// alive: true
+	// alive after close: false
+}
+
+// Declaring an exchange and a queue and binding them.
+func ExampleChannel_QueueDeclare() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := warren.Dial(ctx, brokerURL())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := ch.ExchangeDeclare(ctx, "warren.example.orders", "topic", warren.ExchangeOptions{AutoDelete: true}); err != nil {
+		log.Fatal(err)
+	}
+	q, err := ch.QueueDeclare(ctx, "", warren.QueueOptions{Exclusive: true, Arguments: proto.Table{
+		{Name: "x-max-length", Value: proto.Int32(1000)},
+	}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := ch.QueueBind(ctx, q.Name, "order.*", "warren.example.orders", warren.BindOptions{}); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("server-named queue:", len(q.Name) > 0)
+	// Output: server-named queue: true
+}
+
+// Publishing with publisher confirms, and waiting for the broker's ack.
+func ExampleChannel_PublishWithConfirm() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := warren.Dial(ctx, brokerURL())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	q, err := ch.QueueDeclare(ctx, "", warren.QueueOptions{Exclusive: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := ch.Confirm(ctx); err != nil {
+		log.Fatal(err)
+	}
+	confirmation, err := ch.PublishWithConfirm(ctx, "", q.Name, warren.Publishing{
+		Properties: proto.Properties{ContentType: "text/plain", DeliveryMode: proto.Persistent},
+		Body:       []byte("hello"),
+	})
+	if err != nil {
+		log.Fatal(err) // nothing was sent
+	}
+	acked, err := confirmation.Wait(ctx)
+	if err != nil {
+		log.Fatal(err) // the outcome is unknown: the message may have been sent
+	}
+	fmt.Println("acked:", acked)
+	// Output: acked: true
+}
+
+// Consuming with manual acknowledgements.
+func ExampleChannel_Consume() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := warren.Dial(ctx, brokerURL())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	q, err := ch.QueueDeclare(ctx, "", warren.QueueOptions{Exclusive: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		if err := ch.Publish(ctx, "", q.Name, warren.Publishing{Body: []byte(fmt.Sprintf("job %d", i))}); err != nil {
+			log.Fatal(err)
+		}
+	}
+	consumer, err := ch.Consume(ctx, q.Name, warren.ConsumeOptions{Prefetch: 10})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		d := <-consumer.Deliveries()
+		fmt.Println(string(d.Body))
+		if err := d.Ack(false); err != nil {
+			log.Fatal(err)
+		}
+	}
+	if err := consumer.Cancel(ctx); err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// job 1
+	// job 2
+	// job 3
+}
+
+// Handling a mandatory message that no queue takes.
+func ExampleChannel_NotifyReturn() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := warren.Dial(ctx, brokerURL())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	returns := make(chan warren.Return, 1)
+	ch.NotifyReturn(func(r warren.Return) { returns <- r })
+	if err := ch.Confirm(ctx); err != nil {
+		log.Fatal(err)
+	}
+	confirmation, err := ch.PublishWithConfirm(ctx, "", "warren.example.nobody-listens", warren.Publishing{
+		Mandatory: true,
+		Body:      []byte("lost?"),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := confirmation.Wait(ctx); err != nil {
+		log.Fatal(err)
+	}
+	r := <-returns
+	fmt.Println(uint16(r.ReplyCode), r.ReplyText, string(r.Body))
+	fmt.Println("handle says returned:", confirmation.Returned() != nil)
+	// Output:
+	// 312 NO_ROUTE lost?
+	// handle says returned: true
+}
