@@ -14,25 +14,27 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/warren-amqp/warren/internal/testcerts"
 	"github.com/warren-amqp/warren/transport/tcp"
 )
 
 // pki is the set of certificates the tests use.
 type pki struct {
-	ca, otherCA *testCA
+	ca, otherCA *testcerts.CA
 	server      tls.Certificate // issued by ca
 	rogue       tls.Certificate // issued by otherCA, untrusted
 	client      tls.Certificate // issued by ca, for client auth
 }
 
 func newPKI(t *testing.T) *pki {
-	ca, other := newCA(t, "Warren Test CA"), newCA(t, "Someone Else's CA")
+	ca, other := testcerts.NewCA(t, "Warren Test CA"), testcerts.NewCA(t, "Someone Else's CA")
 	return &pki{
 		ca:      ca,
 		otherCA: other,
-		server:  ca.issue(t, "localhost", x509.ExtKeyUsageServerAuth),
-		rogue:   other.issue(t, "localhost", x509.ExtKeyUsageServerAuth),
-		client:  ca.issue(t, "warren-client", x509.ExtKeyUsageClientAuth),
+		server:  ca.Issue(t, "localhost", x509.ExtKeyUsageServerAuth),
+		rogue:   other.Issue(t, "localhost", x509.ExtKeyUsageServerAuth),
+		client:  ca.Issue(t, "warren-client", x509.ExtKeyUsageClientAuth),
 	}
 }
 
@@ -136,7 +138,7 @@ func TestHandshakeTrustedCA(t *testing.T) {
 	p := newPKI(t)
 	s := startServer(t, &tls.Config{Certificates: []tls.Certificate{p.server}})
 
-	cfg := &tls.Config{RootCAs: p.ca.pool(), ServerName: "localhost"}
+	cfg := &tls.Config{RootCAs: p.ca.Pool(), ServerName: "localhost"}
 	d := &Dialer{Addr: s.addr, Config: cfg}
 	for range 2 { // redial with the same Dialer
 		conn, err := d.Dial(t.Context())
@@ -157,7 +159,7 @@ func TestServerNameFromAddr(t *testing.T) {
 	p := newPKI(t)
 	s := startServer(t, &tls.Config{Certificates: []tls.Certificate{p.server}})
 
-	cfg := &tls.Config{RootCAs: p.ca.pool()}
+	cfg := &tls.Config{RootCAs: p.ca.Pool()}
 	conn, err := (&Dialer{Addr: s.addr, Config: cfg}).Dial(t.Context())
 	require.NoError(t, err)
 	require.NoError(t, echo(conn))
@@ -186,7 +188,7 @@ func TestHandshakeUntrusted(t *testing.T) {
 	p := newPKI(t)
 	s := startServer(t, &tls.Config{Certificates: []tls.Certificate{p.rogue}})
 
-	_, err := (&Dialer{Addr: s.addr, Config: &tls.Config{RootCAs: p.ca.pool()}}).Dial(t.Context())
+	_, err := (&Dialer{Addr: s.addr, Config: &tls.Config{RootCAs: p.ca.Pool()}}).Dial(t.Context())
 	require.Error(t, err)
 	require.Contains(t, err.Error(), s.addr)
 	var verr *tls.CertificateVerificationError
@@ -205,7 +207,7 @@ func TestHandshakeWrongName(t *testing.T) {
 
 	_, err := (&Dialer{
 		Addr:   s.addr,
-		Config: &tls.Config{RootCAs: p.ca.pool(), ServerName: "rabbit.example.com"},
+		Config: &tls.Config{RootCAs: p.ca.Pool(), ServerName: "rabbit.example.com"},
 	}).Dial(t.Context())
 	var herr x509.HostnameError
 	require.ErrorAs(t, err, &herr)
@@ -229,13 +231,13 @@ func TestClientCertificate(t *testing.T) {
 			s := startServer(t, &tls.Config{
 				Certificates: []tls.Certificate{p.server},
 				ClientAuth:   tls.RequireAndVerifyClientCert,
-				ClientCAs:    p.ca.pool(),
+				ClientCAs:    p.ca.Pool(),
 				MaxVersion:   maxVersion,
 			})
 
 			// With a certificate: accepted, and the server sees who we are.
 			conn, err := (&Dialer{Addr: s.addr, Config: &tls.Config{
-				RootCAs:      p.ca.pool(),
+				RootCAs:      p.ca.Pool(),
 				Certificates: []tls.Certificate{p.client},
 			}}).Dial(t.Context())
 			require.NoError(t, err)
@@ -246,7 +248,7 @@ func TestClientCertificate(t *testing.T) {
 			// Without: refused. TLS 1.2 fails the handshake; TLS 1.3
 			// finishes the client's side first, so the refusal arrives on
 			// the first read.
-			conn, err = (&Dialer{Addr: s.addr, Config: &tls.Config{RootCAs: p.ca.pool()}}).Dial(t.Context())
+			conn, err = (&Dialer{Addr: s.addr, Config: &tls.Config{RootCAs: p.ca.Pool()}}).Dial(t.Context())
 			if maxVersion == tls.VersionTLS12 {
 				require.Error(t, err)
 				require.Contains(t, err.Error(), s.addr)
@@ -266,13 +268,13 @@ func TestConfigFromFiles(t *testing.T) {
 	p := newPKI(t)
 	dir := t.TempDir()
 	caFile := filepath.Join(dir, "ca.pem")
-	require.NoError(t, os.WriteFile(caFile, p.ca.pem(), 0o600))
-	certFile, keyFile := writePEM(t, dir, "client", p.client)
+	require.NoError(t, os.WriteFile(caFile, p.ca.PEM(), 0o600))
+	certFile, keyFile := testcerts.WritePEM(t, dir, "client", p.client)
 
 	s := startServer(t, &tls.Config{
 		Certificates: []tls.Certificate{p.server},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    p.ca.pool(),
+		ClientCAs:    p.ca.Pool(),
 	})
 
 	cfg, err := ConfigFromFiles(caFile, certFile, keyFile, "localhost", true)
@@ -312,7 +314,7 @@ func TestConfigFromFiles(t *testing.T) {
 func TestConfigFromFilesErrors(t *testing.T) {
 	p := newPKI(t)
 	dir := t.TempDir()
-	certFile, keyFile := writePEM(t, dir, "client", p.client)
+	certFile, keyFile := testcerts.WritePEM(t, dir, "client", p.client)
 	junk := filepath.Join(dir, "junk.pem")
 	require.NoError(t, os.WriteFile(junk, []byte("not PEM"), 0o600))
 	missing := filepath.Join(dir, "missing.pem")

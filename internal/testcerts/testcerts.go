@@ -1,4 +1,7 @@
-package tls
+// Package testcerts makes throwaway certificate authorities and
+// certificates (ECDSA P-256) for the project's TLS tests. It is imported
+// only by tests.
+package testcerts
 
 import (
 	"crypto/ecdsa"
@@ -18,22 +21,28 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// testCA is a throwaway certificate authority (ECDSA P-256).
-type testCA struct {
+// CA is a throwaway certificate authority (ECDSA P-256).
+type CA struct {
 	cert *x509.Certificate
 	key  *ecdsa.PrivateKey
 	der  []byte
 }
 
-var serial int64
+// randomSerial returns a fresh certificate serial number.
+func randomSerial(t testing.TB) *big.Int {
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	require.NoError(t, err)
+	return n.Add(n, big.NewInt(1))
+}
 
-func newCA(t *testing.T, name string) *testCA {
+// NewCA makes a CA certificate named name, valid for an hour either side
+// of now.
+func NewCA(t testing.TB, name string) *CA {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
-	serial++
 	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serial),
+		SerialNumber:          randomSerial(t),
 		Subject:               pkix.Name{CommonName: name},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(time.Hour),
@@ -45,28 +54,29 @@ func newCA(t *testing.T, name string) *testCA {
 	require.NoError(t, err)
 	cert, err := x509.ParseCertificate(der)
 	require.NoError(t, err)
-	return &testCA{cert: cert, key: key, der: der}
+	return &CA{cert: cert, key: key, der: der}
 }
 
-func (ca *testCA) pool() *x509.CertPool {
+// Pool returns a pool holding only the CA.
+func (ca *CA) Pool() *x509.CertPool {
 	p := x509.NewCertPool()
 	p.AddCert(ca.cert)
 	return p
 }
 
-func (ca *testCA) pem() []byte {
+// PEM returns the CA certificate in PEM form.
+func (ca *CA) PEM() []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.der})
 }
 
-// issue makes a leaf certificate for localhost and 127.0.0.1 with the given
+// Issue makes a leaf certificate for localhost and 127.0.0.1 with the given
 // extended key usage.
-func (ca *testCA) issue(t *testing.T, cn string, usage x509.ExtKeyUsage) tls.Certificate {
+func (ca *CA) Issue(t testing.TB, cn string, usage x509.ExtKeyUsage) tls.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	require.NoError(t, err)
-	serial++
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
+		SerialNumber: randomSerial(t),
 		Subject:      pkix.Name{CommonName: cn},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(time.Hour),
@@ -82,9 +92,9 @@ func (ca *testCA) issue(t *testing.T, cn string, usage x509.ExtKeyUsage) tls.Cer
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}
 }
 
-// writePEM writes cert and its key as two PEM files in dir and
-// returns their paths.
-func writePEM(t *testing.T, dir, name string, cert tls.Certificate) (certFile, keyFile string) {
+// WritePEM writes cert and its key as two PEM files in dir and returns
+// their paths.
+func WritePEM(t testing.TB, dir, name string, cert tls.Certificate) (certFile, keyFile string) {
 	t.Helper()
 	keyDER, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
 	require.NoError(t, err)
