@@ -94,4 +94,3 @@ func TestBrokerTLS(t *testing.T) {
 		require.NotContains(t, err.Error(), "guest:guest")
 	})
 }
-
