@@ -1,0 +1,210 @@
+package warren
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Acking a delivery from an incarnation of the channel that has since
+// closed fails without sending anything: its tag would name another
+// message. The message itself goes back to the queue.
+func TestBrokerStaleDeliveryAck(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c := dialTest(t, Config{})
+	ch, err := c.Channel(ctx)
+	require.NoError(t, err)
+	q, err := ch.QueueDeclare(ctx, "", QueueOptions{Exclusive: true})
+	require.NoError(t, err)
+	require.NoError(t, ch.Publish(ctx, "", q.Name, Publishing{Body: []byte("once")}))
+	var d Delivery
+	require.Eventually(t, func() bool {
+		var ok bool
+		d, ok, err = ch.Get(ctx, q.Name, false)
+		return err == nil && ok
+	}, 5*time.Second, 20*time.Millisecond)
+
+	_, err = ch.QueueDeclare(ctx, q.Name+".missing", QueueOptions{Passive: true})
+	require.ErrorIs(t, err, NotFound)
+	require.ErrorIs(t, d.Ack(false), ErrStaleDelivery)
+
+	again, ok, err := ch.Get(ctx, q.Name, false)
+	require.NoError(t, err)
+	require.True(t, ok, "the unacked message was requeued when its channel closed")
+	require.True(t, again.Redelivered)
+	require.NoError(t, again.Ack(false))
+}
+
+// The reopened channel re-applies confirm mode and QoS, so publishes after
+// a channel error are still confirmed.
+func TestBrokerReopenedChannelKeepsModes(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c := dialTest(t, Config{})
+	ch, err := c.Channel(ctx)
+	require.NoError(t, err)
+	q, err := ch.QueueDeclare(ctx, "", QueueOptions{Exclusive: true})
+	require.NoError(t, err)
+	require.NoError(t, ch.Confirm(ctx))
+	require.NoError(t, ch.Qos(ctx, QosOptions{PrefetchCount: 3}))
+
+	_, err = ch.QueueDeclare(ctx, q.Name+".missing", QueueOptions{Passive: true})
+	require.ErrorIs(t, err, NotFound)
+
+	cf, err := ch.PublishWithConfirm(ctx, "", q.Name, Publishing{Body: []byte("after the error")})
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), cf.Seq, "a new incarnation numbers publishes from 1")
+	acked, err := cf.Wait(ctx)
+	require.NoError(t, err)
+	require.True(t, acked)
+	require.Equal(t, uint64(2), ch.Incarnation())
+
+	// QoS is back too: with prefetch 3, a consumer holds at most 3 unacked.
+	for i := 0; i < 9; i++ {
+		require.NoError(t, ch.Publish(ctx, "", q.Name, Publishing{Body: []byte("m")}))
+	}
+	cons, err := ch.Consume(ctx, q.Name, ConsumeOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return len(cons.Deliveries()) == 3 }, 5*time.Second, 10*time.Millisecond)
+	require.Never(t, func() bool { return len(cons.Deliveries()) > 3 }, 300*time.Millisecond, 20*time.Millisecond,
+		"prefetch 3 must hold the rest back")
+}
+
+// Connection and Channel are safe for concurrent use: many goroutines
+// publish with confirms on one channel while others declare on another.
+func TestBrokerConcurrentUse(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := dialTest(t, Config{})
+	pub, err := c.Channel(ctx)
+	require.NoError(t, err)
+	q, err := pub.QueueDeclare(ctx, "", QueueOptions{Exclusive: true})
+	require.NoError(t, err)
+	require.NoError(t, pub.Confirm(ctx))
+	other, err := c.Channel(ctx)
+	require.NoError(t, err)
+
+	const workers, each = 8, 250
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*2)
+	for w := 0; w < workers; w++ {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				cf, err := pub.PublishWithConfirm(ctx, "", q.Name, Publishing{Body: []byte(fmt.Sprint(w, i))})
+				if err == nil {
+					var acked bool
+					if acked, err = cf.Wait(ctx); err == nil && !acked {
+						err = fmt.Errorf("nacked")
+					}
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 20; i++ {
+				if _, err := other.QueueDeclare(ctx, q.Name, QueueOptions{Passive: true}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	got, err := other.QueueDeclare(ctx, q.Name, QueueOptions{Passive: true})
+	require.NoError(t, err)
+	require.Equal(t, workers*each, got.Messages)
+}
+
+// A slow confirm callback and an unread close notification never stall
+// the reader: deliveries and confirmations keep flowing.
+func TestBrokerSlowListenersDoNotStallReader(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c := dialTest(t, Config{})
+	c.NotifyClose(make(chan *ConnectionError)) // unbuffered and never read
+	ch, err := c.Channel(ctx)
+	require.NoError(t, err)
+	q, err := ch.QueueDeclare(ctx, "", QueueOptions{Exclusive: true})
+	require.NoError(t, err)
+	require.NoError(t, ch.Confirm(ctx))
+	release := make(chan struct{})
+	var seen sync.WaitGroup
+	seen.Add(1)
+	var once sync.Once
+	ch.NotifyConfirm(func(Confirm) {
+		once.Do(seen.Done)
+		<-release // a listener stuck for the whole test
+	})
+	cons, err := ch.Consume(ctx, q.Name, ConsumeOptions{NoAck: true})
+	require.NoError(t, err)
+	for i := 0; i < 100; i++ {
+		cf, err := ch.PublishWithConfirm(ctx, "", q.Name, Publishing{Body: []byte("x")})
+		require.NoError(t, err)
+		acked, err := cf.Wait(ctx)
+		require.NoError(t, err)
+		require.True(t, acked)
+	}
+	seen.Wait()
+	for i := 0; i < 100; i++ {
+		select {
+		case <-cons.Deliveries():
+		case <-ctx.Done():
+			t.Fatalf("delivery %d stalled", i)
+		}
+	}
+	close(release)
+}
+
+// A returned message with no return handler is logged, never dropped
+// without a trace; logs and errors never show the password.
+func TestBrokerUnhandledReturnIsLogged(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var logs syncBuffer
+	c := dialTest(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	ch, err := c.Channel(ctx)
+	require.NoError(t, err)
+	require.NoError(t, ch.Publish(ctx, "", "warren.nobody."+t.Name(), Publishing{Mandatory: true, Body: []byte("r")}))
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "returned") }, 5*time.Second, 20*time.Millisecond)
+	require.Contains(t, logs.String(), "reply_code=312")
+
+	_, err = Dial(ctx, "amqp://guest:S3cretPassw0rd@"+brokerAddr()+"/")
+	require.ErrorIs(t, err, AccessRefused)
+	require.NotContains(t, err.Error(), "S3cretPassw0rd")
+}
