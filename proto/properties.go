@@ -257,6 +257,12 @@ func (v *PropertiesView) Properties() (Properties, error) {
 	}
 	if v.Flags&FlagTimestamp != 0 {
 		p.Timestamp = time.Unix(int64(v.Timestamp), 0).UTC()
+		if p.Timestamp.IsZero() {
+			// The one wire value that lands on Go's zero time (year 1):
+			// a nanosecond keeps it from reading as "unset", so it
+			// re-encodes to the same seconds.
+			p.Timestamp = time.Unix(int64(v.Timestamp), 1).UTC()
+		}
 	}
 	if v.Flags&FlagHeaders != 0 {
 		t, err := v.Headers.Decode()

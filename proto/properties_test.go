@@ -401,3 +401,14 @@ func TestPropertyFlagConstants(t *testing.T) {
 	require.Equal(t, uint8(1), Transient)
 	require.Equal(t, uint8(2), Persistent)
 }
+
+// The wire timestamp that lands on Go's zero time (0001-01-01) still
+// re-encodes to the same bytes instead of reading as "unset".
+func TestPropertiesYearOneTimestampRoundTrips(t *testing.T) {
+	wire := []byte{0x00, 0x40, 0xFF, 0xFF, 0xFF, 0xF1, 0x88, 0x6E, 0x09, 0x00}
+	p, err := ParseProperties(wire)
+	require.NoError(t, err)
+	out, err := p.Append(nil)
+	require.NoError(t, err)
+	require.Equal(t, wire, out)
+}

@@ -1,6 +1,7 @@
 package statemachine
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -384,4 +385,56 @@ func TestAbandonedChannelAtConnectionClose(t *testing.T) {
 	tc.wantIdle()
 	tc.writeMethod(0, &frames.ConnectionCloseOK{})
 	require.NoError(t, tc.wantClosed())
+}
+
+func TestCommandEncodingErrors(t *testing.T) {
+	long := strings.Repeat("x", 256) // over a short string's 255 bytes
+	tc := newOpenConn(t, testConfig(), 0)
+	tc.openChannel(1)
+	publishConfirmMode(tc, 1, 1)
+
+	_, err := tc.conn.Publish(1, &frames.BasicPublish{Exchange: long}, nil, []byte("x"))
+	require.Error(t, err)
+	_, err = tc.conn.Publish(1, &frames.BasicPublish{RoutingKey: "q"}, &proto.Properties{ContentType: long}, []byte("x"))
+	require.Error(t, err)
+	require.Error(t, tc.conn.Call(1, &frames.QueueDeclare{Queue: long}))
+	require.Error(t, tc.conn.Call(1, &frames.BasicConsume{Queue: long}))
+	require.Error(t, tc.conn.Call(1, &frames.BasicConsume{Queue: long, ConsumerTag: "c"}))
+	require.Error(t, tc.conn.UpdateSecret("s", long))
+	tc.wantIdle()
+	require.Zero(t, tc.conn.channel(1).pending.len(), "no reply expected for what was not sent")
+	require.Empty(t, tc.conn.Consumers(1))
+	require.Equal(t, 1, tc.conn.Unconfirmed(1), "no sequence number used")
+	publish(tc, 1, 2, &frames.BasicPublish{RoutingKey: "q"}, []byte("x"))
+
+	// Over-long close texts are cut, not refused.
+	require.NoError(t, tc.conn.CloseChannel(1, proto.Reply{Text: long}))
+	tc.wantMethod(1, &frames.ChannelClose{ReplyCode: 200, ReplyText: long[:255]})
+}
+
+// TestCloseTimerStartsAtClose: without heartbeats HandleTimeout may not
+// have run for a long time; the close timeout still counts from the close.
+func TestCloseTimerStartsAtClose(t *testing.T) {
+	cfg := testConfig()
+	cfg.CloseTimeout = 5 * time.Second
+	tc := newOpenConn(t, cfg, 0)
+	tc.openChannel(1)
+	tc.advance(time.Hour) // no timer: HandleTimeout is not called
+	require.NoError(t, tc.conn.CloseChannel(1, proto.Reply{}))
+	dl := tc.conn.Deadline()
+	require.False(t, dl.After(tc.now), "the machine asks for HandleTimeout now to arm the timer")
+	tc.wantMethod(1, &frames.ChannelClose{ReplyCode: 200})
+	require.Equal(t, tc.now.Add(5*time.Second), tc.conn.Deadline())
+	tc.advance(5*time.Second - time.Millisecond)
+	tc.wantIdle()
+	tc.advance(time.Millisecond)
+	require.ErrorIs(t, tc.wantEvent(EventChannelClosed).Err, ErrCloseTimeout)
+
+	tc.advance(time.Hour)
+	require.NoError(t, tc.conn.Close(proto.Reply{}))
+	tc.wantConnectionClose(200)
+	tc.advance(5*time.Second - time.Millisecond)
+	tc.wantIdle()
+	tc.advance(time.Millisecond)
+	require.ErrorIs(t, tc.wantClosed(), ErrCloseTimeout)
 }

@@ -302,3 +302,66 @@ func TestFrameMaxBoundary(t *testing.T) {
 	require.Equal(t, body, e.Message.Body)
 	tc.wantIdle()
 }
+
+// TestEOFAfterBufferedFrames: the peer's last frames and its EOF can come
+// from one read (io.Reader may return n > 0 with io.EOF), so a driver
+// calls Feed and FeedEOF before it drains NextEvent, as the calling order
+// allows. The frames already fed must still count.
+func TestEOFAfterBufferedFrames(t *testing.T) {
+	t.Run("connection.close then EOF", func(t *testing.T) {
+		tc := newOpenConn(t, testConfig(), 0)
+		tc.openChannel(1)
+		require.NoError(t, tc.conn.Feed(methodFrame(t, 0, &frames.ConnectionClose{ReplyCode: 320, ReplyText: "CONNECTION_FORCED - bye"})))
+		tc.conn.FeedEOF()
+		tc.pump()
+		tc.wantMethod(0, &frames.ConnectionCloseOK{})
+		tc.wantEvent(EventChannelClosed)
+		e := tc.wantEvent(EventClosed)
+		require.ErrorIs(t, e.Err, proto.ConnectionForced, "the broker's reason, not a lost connection")
+		require.NotErrorIs(t, e.Err, ErrConnectionLost)
+		tc.wantIdle()
+	})
+	t.Run("refused login then EOF", func(t *testing.T) {
+		tc := newTestConn(t, testConfig())
+		tc.serverStartAndWantStartOK("PLAIN")
+		require.NoError(t, tc.conn.Feed(methodFrame(t, 0, &frames.ConnectionClose{ReplyCode: 403, ReplyText: "ACCESS_REFUSED - Login was refused"})))
+		tc.conn.FeedEOF()
+		tc.pump()
+		tc.wantMethod(0, &frames.ConnectionCloseOK{})
+		e := tc.wantEvent(EventClosed)
+		require.ErrorIs(t, e.Err, proto.AccessRefused)
+		tc.wantIdle()
+	})
+	t.Run("deliveries then EOF", func(t *testing.T) {
+		tc := newOpenConn(t, testConfig(), 0)
+		tc.openChannel(1)
+		tc.consume(1, "c", true)
+		var b []byte
+		for i := range 3 {
+			m, err := frames.AppendMessage(nil, 1, &frames.BasicDeliver{ConsumerTag: "c", DeliveryTag: uint64(i + 1)}, nil, bodyOf(100), 4096)
+			require.NoError(t, err)
+			b = append(b, m...)
+		}
+		b = append(b, methodFrame(t, 1, &frames.BasicDeliver{ConsumerTag: "c", DeliveryTag: 4})...) // no content: cut off
+		require.NoError(t, tc.conn.Feed(b))
+		tc.conn.FeedEOF()
+		tc.pump()
+		for i := range 3 {
+			e := tc.wantEvent(EventDelivery)
+			require.Equal(t, uint64(i+1), e.Message.DeliveryTag)
+			require.Equal(t, bodyOf(100), e.Message.Body)
+		}
+		require.ErrorIs(t, tc.wantEvent(EventChannelClosed).Err, ErrConnectionLost)
+		require.ErrorIs(t, tc.wantEvent(EventClosed).Err, ErrConnectionLost)
+		tc.wantIdle()
+	})
+	t.Run("framing violation then EOF", func(t *testing.T) {
+		tc := newOpenConn(t, testConfig(), 0)
+		tc.writeRaw(rawFrame(5, 0, nil)) // a framing violation
+		tc.wantConnectionClose(proto.FrameError)
+		tc.conn.FeedEOF()
+		var ce *proto.ConnectionError
+		require.ErrorAs(t, tc.wantClosed(), &ce)
+		require.Equal(t, proto.FrameError, ce.Code)
+	})
+}

@@ -81,6 +81,7 @@ type Conn struct {
 	in     []byte // received bytes; in[inOff:] not yet parsed
 	inOff  int
 	broken bool // input no longer parseable after a framing error
+	eof    bool // FeedEOF called; acted on once the buffered frames are parsed
 
 	out    []byte
 	parser frames.Parser
@@ -188,8 +189,20 @@ func (c *Conn) Feed(p []byte) error {
 	return nil
 }
 
-// FeedEOF tells the machine the peer closed its side of the stream.
+// FeedEOF tells the machine the peer closed its side of the stream. Frames
+// fed before it still count (the peer's last words are often its
+// connection.close): the end of the stream is acted on once NextEvent has
+// parsed every complete frame buffered.
 func (c *Conn) FeedEOF() {
+	switch c.state {
+	case StateNew, StateClosed:
+		return
+	}
+	c.eof = true
+}
+
+// handleEOF acts on the end of the stream, after the last complete frame.
+func (c *Conn) handleEOF() {
 	switch c.state {
 	case StateNew, StateClosed:
 		return
@@ -213,9 +226,14 @@ func (c *Conn) NextEvent() Event {
 		if e, ok := c.events.pop(); ok {
 			return e
 		}
-		if !c.step() {
+		if c.step() {
+			continue
+		}
+		if !c.eof || c.state == StateClosed {
 			return Event{}
 		}
+		c.eof = false
+		c.handleEOF()
 	}
 }
 

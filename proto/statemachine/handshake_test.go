@@ -154,10 +154,13 @@ func (a *challengeAuth) Challenge(c []byte) ([]byte, error) {
 }
 
 func TestHandshakeMultiStepAuth(t *testing.T) {
-	testAllModes(t, testConfig(), func(tc *testConn) {
-		auth := &challengeAuth{}
-		tc.cfg.Auth = []Authenticator{auth, PlainAuth{}}
-		tc.conn.cfg.Auth = tc.cfg.Auth
+	cfg := func() Config {
+		cfg := testConfig()
+		cfg.Auth = []Authenticator{&challengeAuth{}, PlainAuth{}}
+		return cfg
+	}
+	testAllModesWith(t, cfg, func(tc *testConn) {
+		auth := tc.cfg.Auth[0].(*challengeAuth)
 		tc.serverStartAndWantStartOK("PLAIN X-CHALLENGE")
 		tc.writeMethod(0, &frames.ConnectionSecure{Challenge: "one"})
 		tc.wantMethod(0, &frames.ConnectionSecureOK{Response: "resp-one"})

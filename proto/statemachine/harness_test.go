@@ -108,7 +108,9 @@ func newTestConn(t testing.TB, cfg Config, opts ...testConnOption) *testConn {
 func (tc *testConn) pump() {
 	tc.t.Helper()
 	for i := 0; ; i++ {
-		require.Less(tc.t, i, 1000, "the machine keeps asking for HandleTimeout at %v", tc.now)
+		if i == 1000 {
+			tc.t.Fatalf("the machine keeps asking for HandleTimeout at %v", tc.now)
+		}
 		for {
 			e := tc.conn.NextEvent()
 			if e.Kind == EventNone {
@@ -119,7 +121,9 @@ func (tc *testConn) pump() {
 			tc.log = append(tc.log, e)
 		}
 		tc.out = tc.conn.AppendOutbound(tc.out)
-		require.Zero(tc.t, tc.conn.OutboundLen(), "AppendOutbound left bytes behind")
+		if n := tc.conn.OutboundLen(); n != 0 {
+			tc.t.Fatalf("AppendOutbound left %d bytes behind", n)
+		}
 		dl := tc.conn.Deadline()
 		if dl.IsZero() || dl.After(tc.now) {
 			return
@@ -180,7 +184,9 @@ func (tc *testConn) writeRaw(b []byte) {
 		// Feed copies: make sure it does by handing it a scratch copy
 		// that is overwritten right after.
 		scratch := bytes.Clone(chunk)
-		require.NoError(tc.t, tc.conn.Feed(scratch), "Feed")
+		if err := tc.conn.Feed(scratch); err != nil {
+			tc.t.Fatalf("Feed: %v", err)
+		}
 		for i := range scratch {
 			scratch[i] = 0xA5
 		}
@@ -277,14 +283,6 @@ func (tc *testConn) advanceTo(t time.Time) {
 	tc.advance(t.Sub(tc.now))
 }
 
-// advanceToDeadline moves the clock to the machine's deadline.
-func (tc *testConn) advanceToDeadline() {
-	tc.t.Helper()
-	dl := tc.conn.Deadline()
-	require.False(tc.t, dl.IsZero(), "no deadline")
-	tc.advanceTo(dl)
-}
-
 // nextFrame takes the next outbound frame; ok is false when there is none.
 func (tc *testConn) nextFrame() (f frames.Frame, ok bool) {
 	tc.t.Helper()
@@ -374,16 +372,6 @@ func (tc *testConn) wantEvent(kind EventKind) Event {
 	tc.events = tc.events[1:]
 	require.Equal(tc.t, kind, e.Kind, "got event %s, want %s: %+v", e.Kind, kind, e)
 	return e
-}
-
-// wantEvents asserts the kinds of the next events.
-func (tc *testConn) wantEvents(kinds ...EventKind) []Event {
-	tc.t.Helper()
-	var evs []Event
-	for _, k := range kinds {
-		evs = append(evs, tc.wantEvent(k))
-	}
-	return evs
 }
 
 // wantNoEvent asserts that no event is waiting.
@@ -569,10 +557,17 @@ func (tc *testConn) consume(ch uint16, tag string, noAck bool) {
 // machine reported the same events in each.
 func testAllModes(t *testing.T, cfg Config, scenario func(tc *testConn)) {
 	t.Helper()
+	testAllModesWith(t, func() Config { return cfg }, scenario)
+}
+
+// testAllModesWith is testAllModes with a fresh Config for every run (for
+// authenticators with state).
+func testAllModesWith(t *testing.T, cfg func() Config, scenario func(tc *testConn)) {
+	t.Helper()
 	var logs [][]Event
 	for _, m := range feedModes {
 		t.Run(m.String(), func(t *testing.T) {
-			tc := newTestConn(t, cfg, withFeedMode(m))
+			tc := newTestConn(t, cfg(), withFeedMode(m))
 			scenario(tc)
 			logs = append(logs, tc.log)
 		})

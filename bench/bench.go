@@ -1,0 +1,31 @@
+// Package bench holds Warren's codec benchmarks and allocation tests; it
+// has no code of its own besides this documentation.
+//
+// What is measured (bench_test.go), each reporting ns/op, MB/s of wire
+// bytes and allocs/op:
+//
+//   - BenchmarkParseDeliver: parsing one delivered message — basic.deliver,
+//     a content header (content-type application/json, delivery-mode 2, a
+//     headers table of two entries) and a 64-byte body — out of a buffer
+//     that holds many such messages, as a connection's read loop does:
+//     frames.ReadFrame three times, Parser.ParseMethod on a warmed Parser
+//     and ContentHeader.Parse. The target is zero allocations.
+//   - BenchmarkParseDeliver4K: the same with a 4096-byte body.
+//   - BenchmarkAppendPublish: frames.AppendMessage of basic.publish with the
+//     same properties and a 64-byte body into a reused buffer, as a
+//     publisher does. The target is zero allocations.
+//   - BenchmarkTableDecode: proto.ReadTable of a realistic headers table of
+//     eight fields of mixed kinds, a nested table and an array included.
+//     Decoded tables own their memory, so this one allocates.
+//
+// alloc_test.go turns the two zero-allocation targets into tests
+// (TestAllocParseDeliver, TestAllocAppendPublish) that CI runs without the
+// race detector: `go test -run Alloc ./...`. They are left out of -race
+// builds, where the detector's bookkeeping allocates.
+//
+// To run the benchmarks, from the repository root:
+//
+//	go test -run '^$' -bench . -benchmem -count 5 ./bench/
+//
+// README.md beside this file records figures from one machine.
+package bench
