@@ -385,6 +385,12 @@ func (c *Conn) step() bool {
 	f, n, err := frames.ReadFrame(c.in[c.inOff:], c.readMax)
 	if err != nil {
 		c.broken = true
+		if errors.Is(err, frames.ErrProtocolMismatch) {
+			// The server answered our protocol header with its own and
+			// will close: there is no AMQP connection to close politely.
+			c.fail(fmt.Errorf("amqp: the server refused AMQP 0-9-1: %w", err))
+			return true
+		}
 		c.violationErr(err)
 		return true
 	}
@@ -471,11 +477,17 @@ func (c *Conn) finish(err error) {
 
 // Close starts a clean client-initiated close: connection.close goes out,
 // every channel ends, and EventClosed (Err nil) follows the server's
-// close-ok, or an error if it does not come within CloseTimeout.
+// close-ok, or an error if it does not come within CloseTimeout. During
+// the handshake there is nothing to close politely: Close abandons it and
+// reports EventClosed with an error wrapping ErrClosed.
 func (c *Conn) Close(reply proto.Reply) error {
 	switch c.state {
 	case StateNew:
 		c.finish(nil)
+		return nil
+	case StateAwaitStart, StateAwaitTune, StateAwaitOpenOK:
+		// No connection to close yet: abandon the handshake.
+		c.fail(fmt.Errorf("%w during the handshake", ErrClosed))
 		return nil
 	case StateClosing, StateClosed:
 		return c.closedErr()

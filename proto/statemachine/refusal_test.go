@@ -1,0 +1,34 @@
+package statemachine
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/warren-amqp/warren/proto"
+	"github.com/warren-amqp/warren/proto/frames"
+)
+
+// A server that refuses our protocol version answers with its own header
+// and closes; the machine reports that (errors.Is ErrProtocolMismatch)
+// without trying a connection.close the server would not understand.
+func TestServerRefusesProtocolVersion(t *testing.T) {
+	testAllModes(t, testConfig(), func(tc *testConn) {
+		tc.writeRaw([]byte("AMQP\x00\x00\x09\x00"))
+		err := tc.wantClosed()
+		require.ErrorIs(t, err, frames.ErrProtocolMismatch)
+		require.Empty(t, tc.out, "nothing is sent to a server that speaks another protocol")
+	})
+}
+
+// Close during the handshake abandons it without sending connection.close
+// (there is no connection yet) and reports an error wrapping ErrClosed.
+func TestCloseDuringHandshake(t *testing.T) {
+	tc := newTestConn(t, testConfig())
+	tc.writeMethod(0, serverStart("PLAIN"))
+	tc.readMethod(0) // start-ok
+	require.NoError(t, tc.conn.Close(proto.Reply{}))
+	err := tc.wantClosed()
+	require.ErrorIs(t, err, ErrClosed)
+	require.Empty(t, tc.out)
+}
