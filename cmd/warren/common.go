@@ -1,0 +1,257 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/warren-amqp/warren"
+	"github.com/warren-amqp/warren/proto"
+)
+
+// defaultURL is used when neither --url nor $AMQP_URL is set.
+const defaultURL = "amqp://guest:guest@localhost:5672/"
+
+const (
+	dialTimeout  = 15 * time.Second
+	closeTimeout = 5 * time.Second
+)
+
+// exitError is an error with its exit code. A silent one has already been
+// reported.
+type exitError struct {
+	code   int
+	err    error
+	silent bool
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+// usageErrorf reports a wrong command line (exit code 2).
+func usageErrorf(format string, args ...any) error {
+	return &exitError{code: exitUsage, err: fmt.Errorf(format, args...)}
+}
+
+// errHelpShown says --help was asked for and the usage was printed.
+var errHelpShown = errors.New("help shown")
+
+// errLine formats err as the one line printed on stderr: prefixed with
+// the subcommand, without line breaks and without the password.
+func (e *env) errLine(err error) string {
+	msg := err.Error()
+	if errors.Is(err, context.Canceled) && e.ctx.Err() != nil {
+		msg = "interrupted"
+	}
+	if len(e.password) >= 4 && e.password != "guest" { // guest is no secret
+
+		msg = strings.ReplaceAll(msg, e.password, "xxxxx")
+	}
+	msg = strings.Join(strings.Fields(msg), " ")
+	return "warren " + e.name + ": " + msg
+}
+
+// cmdFlags is a subcommand's flag set and its help text.
+type cmdFlags struct {
+	*flag.FlagSet
+	e        *env
+	synopsis string // "warren publish [flags] [BODY]"
+	about    string // paragraphs after the synopsis
+	url      *string
+}
+
+func newFlags(e *env, synopsis, about string) *cmdFlags {
+	fs := flag.NewFlagSet("warren "+e.name, flag.ContinueOnError)
+	fs.SetOutput(discard{})
+	fs.Usage = func() {}
+	f := &cmdFlags{FlagSet: fs, e: e, synopsis: synopsis, about: about}
+	f.url = fs.String("url", "", "broker URI (default: $AMQP_URL, else "+defaultURL+")")
+	return f
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// parse parses args, letting flags and positional arguments interleave
+// (the flag package alone stops at the first positional argument). "--"
+// ends the flags. It prints the usage on stdout for --help and returns
+// errHelpShown.
+func (f *cmdFlags) parse(args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := f.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				f.printUsage()
+				return nil, errHelpShown
+			}
+			return nil, usageErrorf("%v (see 'warren %s --help')", err, f.e.name)
+		}
+		rest := f.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+func (f *cmdFlags) printUsage() {
+	w := f.e.stdout
+	fmt.Fprintf(w, "Usage: %s\n", f.synopsis)
+	if f.about != "" {
+		fmt.Fprintf(w, "\n%s\n", strings.Trim(f.about, "\n"))
+	}
+	fmt.Fprintln(w, "\nFlags:")
+	f.VisitAll(func(fl *flag.Flag) {
+		name, usage := flag.UnquoteUsage(fl)
+		line := "  --" + fl.Name
+		if name != "" {
+			line += " " + name
+		}
+		fmt.Fprintln(w, line)
+		def := ""
+		if fl.DefValue != "" && fl.DefValue != "0" && fl.DefValue != "false" && fl.DefValue != "[]" && fl.DefValue != "0s" {
+			def = " (default " + fl.DefValue + ")"
+		}
+		fmt.Fprintf(w, "    \t%s%s\n", strings.ReplaceAll(usage, "\n", "\n    \t"), def)
+	})
+}
+
+// wasSet reports whether the named flag was given on the command line.
+func (f *cmdFlags) wasSet(name string) bool {
+	set := false
+	f.Visit(func(fl *flag.Flag) {
+		if fl.Name == name {
+			set = true
+		}
+	})
+	return set
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+// brokerURL returns the URL to use: --url, else $AMQP_URL, else the
+// default. It remembers the password so that errors never show it.
+func (f *cmdFlags) brokerURL() (string, error) {
+	u := *f.url
+	if u == "" {
+		u = os.Getenv("AMQP_URL")
+	}
+	if u == "" {
+		u = defaultURL
+	}
+	parsed, err := warren.ParseURI(u)
+	if err != nil {
+		return "", &exitError{code: exitUsage, err: err}
+	}
+	f.e.password = parsed.Password
+	return u, nil
+}
+
+// dial connects to the broker named by the flags.
+func (f *cmdFlags) dial(cfg warren.Config) (*warren.Connection, error) {
+	u, err := f.brokerURL()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.ConnectionName == "" {
+		cfg.ConnectionName = "warren " + f.e.name
+	}
+	ctx, cancel := context.WithTimeout(f.e.ctx, dialTimeout)
+	defer cancel()
+	return warren.DialWith(ctx, u, warren.DialOptions{Config: cfg})
+}
+
+// dialChannel connects and opens one channel.
+func (f *cmdFlags) dialChannel() (*warren.Connection, *warren.Channel, error) {
+	conn, err := f.dial(warren.Config{})
+	if err != nil {
+		return nil, nil, err
+	}
+	ch, err := conn.Channel(f.e.ctx)
+	if err != nil {
+		closeConn(conn)
+		return nil, nil, err
+	}
+	return conn, ch, nil
+}
+
+// closeConn closes conn cleanly, bounded in time even after an interrupt.
+func closeConn(conn *warren.Connection) {
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	_ = conn.Close(ctx)
+}
+
+// parseArgs turns "--arg name=value" flags into a field table: integers
+// become signed 64-bit ('l'), true and false booleans ('t'), anything else
+// a string ('S').
+func parseArgs(kvs []string, flagName string) (proto.Table, error) {
+	var t proto.Table
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, usageErrorf("--%s %q: want name=value", flagName, kv)
+		}
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+			t.Set(k, proto.Int64(n))
+		} else if v == "true" || v == "false" {
+			t.Set(k, proto.Bool(v == "true"))
+		} else {
+			t.Set(k, proto.String(v))
+		}
+	}
+	return t, nil
+}
+
+// mergeTables sets every field of add in t (replacing fields of the same
+// name) and returns t.
+func mergeTables(t, add proto.Table) proto.Table {
+	for _, f := range add {
+		t.Set(f.Name, f.Value)
+	}
+	return t
+}
+
+// argsFlags adds --arg and --args-json to f and returns a function that
+// builds the arguments table from them.
+func (f *cmdFlags) argsFlags(what string) func() (proto.Table, error) {
+	var kvs stringList
+	f.Var(&kvs, "arg", "a "+what+" argument, `name=value` (repeatable); integers become signed 64-bit,\ntrue/false booleans, anything else strings")
+	js := f.String("args-json", "", "`JSON` object of "+what+" arguments (see the field-value mapping in the README);\n--arg values override it")
+	return func() (proto.Table, error) {
+		var t proto.Table
+		if *js != "" {
+			var err error
+			if t, err = parseTableJSON(*js); err != nil {
+				return nil, usageErrorf("--args-json: %v", err)
+			}
+		}
+		a, err := parseArgs(kvs, "arg")
+		if err != nil {
+			return nil, err
+		}
+		return mergeTables(t, a), nil
+	}
+}
+
+// needNoPositional fails when positional arguments were given.
+func needNoPositional(e *env, pos []string) error {
+	if len(pos) > 0 {
+		return usageErrorf("unexpected argument %q (see 'warren %s --help')", pos[0], e.name)
+	}
+	return nil
+}

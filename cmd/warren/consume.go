@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/warren-amqp/warren"
+)
+
+const consumeAbout = `
+Consumes from QUEUE and prints each message on stdout, then acknowledges it
+(unless --no-ack): a message is acknowledged only once it was written, so a
+message that could not be printed goes back to the queue.
+
+Output: one line per message, the routing key, a tab and the body (quoted
+Go-style unless it is printable text); with --json, one JSON object per line
+(see the README for its fields and for the mapping of header values).
+
+Stops after --count messages, when --timeout passes without a message, or on
+Ctrl-C; each of these exits 0, whether or not anything was consumed. A broker
+or connection error, or the broker cancelling the consumer (the queue was
+deleted), exits 1.
+
+With --count N the prefetch is lowered to at most N and the last prefetch-many
+acknowledgements wait until the consumer is cancelled, so that the broker
+never hands out more than N messages. With --no-ack the broker considers a
+message delivered as soon as it sends it: messages in flight when warren
+stops are lost.`
+
+func runConsume(e *env, args []string) error {
+	f := newFlags(e, "warren consume --queue Q [--count N] [--timeout D] [--prefetch N] [--no-ack] [--json]", consumeAbout)
+	queue := f.String("queue", "", "queue to consume from (required)")
+	count := f.Int("count", 0, "stop after `N` messages (0: no limit)")
+	timeout := f.Duration("timeout", 0, "stop when no message arrives for this long (0: wait forever)")
+	prefetch := f.Int("prefetch", 100, "unacknowledged messages the broker may send ahead (basic.qos)")
+	noAck := f.Bool("no-ack", false, "consume without acknowledgements")
+	asJSON := f.Bool("json", false, "print one JSON object per message")
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if err := needNoPositional(e, pos); err != nil {
+		return err
+	}
+	if *queue == "" {
+		return usageErrorf("--queue is required")
+	}
+	if *count < 0 || *timeout < 0 || *prefetch < 1 || *prefetch > 65535 {
+		return usageErrorf("--count and --timeout must not be negative, --prefetch must be 1 to 65535")
+	}
+	pf := *prefetch
+	if *count > 0 && pf > *count {
+		pf = *count
+	}
+	conn, err := f.dial(warren.Config{ConsumerBuffer: max(pf, 256)})
+	if err != nil {
+		return err
+	}
+	defer closeConn(conn)
+	ch, err := conn.Channel(e.ctx)
+	if err != nil {
+		return err
+	}
+	if !*noAck {
+		if err := ch.Qos(e.ctx, warren.QosOptions{PrefetchCount: pf}); err != nil {
+			return err
+		}
+	}
+	cons, err := ch.Consume(e.ctx, *queue, warren.ConsumeOptions{NoAck: *noAck})
+	if err != nil {
+		return err
+	}
+
+	// Acknowledge message i at once only while i+prefetch <= count: the
+	// broker then never has a reason to send message count+1.
+	ackNowUpTo := -1
+	if *count > 0 {
+		ackNowUpTo = *count - pf
+	}
+	var held *warren.Delivery // the last printed, unacknowledged delivery
+	n := 0
+	var idle <-chan time.Time
+	var timer *time.Timer
+	if *timeout > 0 {
+		timer = time.NewTimer(*timeout)
+		defer timer.Stop()
+		idle = timer.C
+	}
+	stopErr := func() error { // cancel the consumer, then ack what is held
+		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		defer cancel()
+		var err error
+		if conn.IsAlive() {
+			err = cons.Cancel(ctx)
+		}
+		if held != nil {
+			if aerr := held.Ack(true); aerr != nil && err == nil {
+				err = aerr
+			}
+		}
+		return err
+	}
+loop:
+	for *count == 0 || n < *count {
+		select {
+		case d, ok := <-cons.Deliveries():
+			if !ok {
+				if err := cons.Err(); err != nil {
+					return err
+				}
+				if err := conn.Err(); err != nil {
+					return err
+				}
+				return errors.New("the consumer ended unexpectedly")
+			}
+			n++
+			var line []byte
+			if *asJSON {
+				line = messageJSON(&d, false)
+			} else {
+				line = messageText(&d)
+			}
+			if _, err := e.stdout.Write(append(line, '\n')); err != nil {
+				_ = stopErr()
+				return fmt.Errorf("writing message %d: %w", n, err)
+			}
+			if !*noAck {
+				if ackNowUpTo < 0 || n <= ackNowUpTo {
+					if err := d.Ack(false); err != nil {
+						return err
+					}
+				} else {
+					held = &d
+				}
+			}
+			if timer != nil {
+				timer.Reset(*timeout)
+			}
+		case <-idle:
+			break loop
+		case <-e.ctx.Done():
+			break loop
+		}
+	}
+	if err := stopErr(); err != nil && !errors.Is(err, warren.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+const getAbout = `
+Fetches one message from QUEUE with basic.get, prints it like consume does
+(the JSON object also has message_count: the messages left in the queue),
+and acknowledges it unless --no-ack.
+
+When the queue is empty, prints "queue Q is empty" on stderr and exits 3.`
+
+func runGet(e *env, args []string) error {
+	f := newFlags(e, "warren get --queue Q [--json] [--no-ack]", getAbout)
+	queue := f.String("queue", "", "queue to get from (required)")
+	noAck := f.Bool("no-ack", false, "get without acknowledgement")
+	asJSON := f.Bool("json", false, "print the message as a JSON object")
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if err := needNoPositional(e, pos); err != nil {
+		return err
+	}
+	if *queue == "" {
+		return usageErrorf("--queue is required")
+	}
+	conn, ch, err := f.dialChannel()
+	if err != nil {
+		return err
+	}
+	defer closeConn(conn)
+	d, ok, err := ch.Get(e.ctx, *queue, *noAck)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return &exitError{code: exitEmpty, err: fmt.Errorf("queue %s is empty", *queue)}
+	}
+	var line []byte
+	if *asJSON {
+		line = messageJSON(&d, true)
+	} else {
+		line = messageText(&d)
+	}
+	if _, err := e.stdout.Write(append(line, '\n')); err != nil {
+		return err
+	}
+	if !*noAck {
+		if err := d.Ack(false); err != nil {
+			return err
+		}
+		// Close cleanly so that the ack reaches the broker before exiting.
+		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		defer cancel()
+		return conn.Close(ctx)
+	}
+	return nil
+}

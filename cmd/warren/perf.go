@@ -1,0 +1,784 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/warren-amqp/warren"
+	"github.com/warren-amqp/warren/proto"
+)
+
+const perfAbout = `
+A load test in the manner of RabbitMQ's PerfTest. Declares a temporary queue
+(unless --queue), starts C consumers (manual acks, prefetch N) and P producers,
+each on its own connection, and publishes to the queue through the default
+exchange. Each message carries a run id, its producer id, a sequence number
+and its send time in its first 24 bytes (padded with zeros to --size).
+
+Producers run for --duration or until --count messages were sent in all,
+limited to --rate messages per second in all (0: as fast as possible). With
+confirms (the default; --confirm=false to turn them off) each producer keeps
+at most --confirm-window publishes unconfirmed.
+
+Every second a progress line goes to stderr: elapsed time, sent/s,
+confirmed/s, received/s and the consumer latency (send to receive) p50/p99.
+At the end warren waits up to --drain-timeout for the consumers to receive
+everything, then checks that every confirmed message (every sent one without
+confirms) was consumed exactly once, and prints a summary: on stdout, or with
+--json a JSON object on stdout (the text summary then goes to stderr).
+--svg FILE writes a chart of throughput and latency over time.
+
+Exit code 0 only when the check passes: no message missing, none delivered
+twice without the redelivered flag (redeliveries are counted apart), and no
+connection or channel error. With --queue, the queue's existing messages are
+consumed (and acknowledged) too and counted as foreign.`
+
+// perfHeader is the size of the message header: run id, producer id,
+// sequence number, send time (Unix nanoseconds), big-endian.
+const perfHeader = 24
+
+type perfOptions struct {
+	producers, consumers int
+	size                 int
+	duration             time.Duration
+	count                int64
+	confirm              bool
+	window               int
+	rate                 float64
+	prefetch             int
+	persistent           bool
+	queue                string
+	drainTimeout         time.Duration
+}
+
+func runPerf(e *env, args []string) error {
+	f := newFlags(e, "warren perf [--producers P] [--consumers C] [--size S] [--duration D | --count N] [--confirm] [--rate R] [--prefetch N] [--json] [--svg FILE] [--queue Q]", perfAbout)
+	var o perfOptions
+	f.IntVar(&o.producers, "producers", 1, "number of producers, each with its own connection")
+	f.IntVar(&o.consumers, "consumers", 1, "number of consumers, each with its own connection (0: publish only, no check)")
+	f.IntVar(&o.size, "size", perfHeader, fmt.Sprintf("message size in `bytes` (at least %d)", perfHeader))
+	f.DurationVar(&o.duration, "duration", 10*time.Second, "how long the producers publish")
+	f.Int64Var(&o.count, "count", 0, "publish `N` messages in all, then stop (instead of --duration)")
+	f.BoolVar(&o.confirm, "confirm", true, "use publisher confirms")
+	f.IntVar(&o.window, "confirm-window", 1000, "unconfirmed publishes each producer may have outstanding")
+	f.Float64Var(&o.rate, "rate", 0, "total publish rate limit in messages per second (0: unlimited)")
+	f.IntVar(&o.prefetch, "prefetch", 100, "prefetch count (basic.qos) of each consumer")
+	f.BoolVar(&o.persistent, "persistent", false, "publish persistent messages (delivery mode 2)")
+	f.StringVar(&o.queue, "queue", "", "use this queue (declared if missing, never deleted) instead of a temporary one")
+	f.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "how long to wait at the end for confirms and for the consumers to catch up")
+	asJSON := f.Bool("json", false, "print the summary as a JSON object on stdout")
+	svgFile := f.String("svg", "", "write an SVG chart of throughput and latency to `FILE`")
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if err := needNoPositional(e, pos); err != nil {
+		return err
+	}
+	switch {
+	case o.producers < 1:
+		return usageErrorf("--producers must be at least 1")
+	case o.consumers < 0:
+		return usageErrorf("--consumers must not be negative")
+	case o.size < perfHeader:
+		return usageErrorf("--size must be at least %d bytes (the message header)", perfHeader)
+	case f.wasSet("duration") && f.wasSet("count"):
+		return usageErrorf("give --duration or --count, not both")
+	case o.duration <= 0 && o.count <= 0:
+		return usageErrorf("--duration must be positive")
+	case o.count < 0:
+		return usageErrorf("--count must not be negative")
+	case o.window < 1:
+		return usageErrorf("--confirm-window must be at least 1")
+	case o.rate < 0:
+		return usageErrorf("--rate must not be negative")
+	case o.prefetch < 1 || o.prefetch > 65535:
+		return usageErrorf("--prefetch must be 1 to 65535")
+	case o.drainTimeout < 0:
+		return usageErrorf("--drain-timeout must not be negative")
+	}
+	if o.count > 0 {
+		o.duration = 0
+	}
+	if _, err := f.brokerURL(); err != nil {
+		return err
+	}
+	sum, err := (&perfRun{e: e, f: f, o: o}).run()
+	if err != nil {
+		return err
+	}
+	if *svgFile != "" {
+		if err := writeSVGFile(*svgFile, sum); err != nil {
+			sum.Errors = append(sum.Errors, "writing the SVG chart: "+err.Error())
+			sum.OK = false
+		}
+	}
+	if *asJSON {
+		b, _ := json.MarshalIndent(sum, "", "  ")
+		fmt.Fprintf(e.stdout, "%s\n", b)
+		sum.writeText(e.stderr)
+	} else {
+		sum.writeText(e.stdout)
+	}
+	if !sum.OK {
+		return &exitError{code: exitFailure, err: errors.New(sum.failure())}
+	}
+	return nil
+}
+
+func writeSVGFile(name string, sum *perfSummary) error {
+	fh, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	if err := writeSVG(fh, sum); err != nil {
+		fh.Close()
+		return err
+	}
+	return fh.Close()
+}
+
+// perfRun is one load test.
+type perfRun struct {
+	e     *env
+	f     *cmdFlags
+	o     perfOptions
+	runID uint32
+	queue string
+	start time.Time
+
+	sent, confirmed, nacked, unconfirmed atomic.Uint64
+	deliveries, redelivered, foreign     atomic.Uint64
+	firsts                               atomic.Uint64 // first deliveries of our messages
+	claimed                              atomic.Int64  // --count slots taken
+
+	producers []*perfProducer
+	consumers []*perfConsumer
+	recv      []*received
+
+	errMu  sync.Mutex
+	errors []string
+
+	series []perfPoint
+
+	deleteQueue func() // the temporary queue's
+	deleted     bool
+}
+
+type perfProducer struct {
+	id        int
+	conn      *warren.Connection
+	sent      uint64 // sequence numbers [0, sent) were published
+	stoppedAt time.Time
+	confirmed bitset // written by the confirm goroutine only
+}
+
+type perfConsumer struct {
+	conn *warren.Connection
+	cons *warren.Consumer
+	done chan struct{}
+
+	mu       sync.Mutex
+	interval histogram
+	total    histogram
+}
+
+func (r *perfRun) fail(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	r.errMu.Lock()
+	defer r.errMu.Unlock()
+	if len(r.errors) < 20 {
+		r.errors = append(r.errors, msg)
+	}
+}
+
+func (r *perfRun) dial(role string) (*warren.Connection, error) {
+	return r.f.dial(warren.Config{ConnectionName: "warren perf " + role, ConsumerBuffer: max(r.o.prefetch, 256)})
+}
+
+func (r *perfRun) run() (*perfSummary, error) {
+	e, o := r.e, r.o
+	r.runID = rand.Uint32()
+	ctl, err := r.dial("control")
+	if err != nil {
+		return nil, err
+	}
+	defer closeConn(ctl)
+	ch, err := ctl.Channel(e.ctx)
+	if err != nil {
+		return nil, err
+	}
+	temporary := o.queue == ""
+	if temporary {
+		r.queue = fmt.Sprintf("warren-perf-%08x", r.runID)
+		var args proto.Table
+		if o.consumers > 0 { // a safety net should warren die: unused queues expire
+			args = proto.Table{{Name: "x-expires", Value: proto.Int32(int32(time.Minute / time.Millisecond))}}
+		}
+		if _, err := ch.QueueDeclare(e.ctx, r.queue, warren.QueueOptions{Arguments: args}); err != nil {
+			return nil, err
+		}
+		deleteQueue := func() {
+			ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+			defer cancel()
+			if _, err := ch.QueueDelete(ctx, r.queue, warren.QueueDeleteOptions{}); err != nil {
+				r.fail("deleting queue %s: %v", r.queue, err)
+			}
+		}
+		defer func() {
+			if !r.deleted {
+				deleteQueue()
+			}
+		}()
+		r.deleteQueue = deleteQueue
+	} else {
+		r.queue = o.queue
+		if _, err := ch.QueueDeclare(e.ctx, r.queue, warren.QueueOptions{Passive: true}); err != nil {
+			if !errors.Is(err, warren.NotFound) {
+				return nil, err
+			}
+			if _, err := ch.QueueDeclare(e.ctx, r.queue, warren.QueueOptions{}); err != nil {
+				return nil, err
+			}
+		}
+	}
+
+	// Connections first, so that a refused login fails before anything runs.
+	defer func() {
+		for _, p := range r.producers {
+			closeConn(p.conn)
+		}
+		for _, c := range r.consumers {
+			closeConn(c.conn)
+		}
+	}()
+	for i := 0; i < o.consumers; i++ {
+		conn, err := r.dial(fmt.Sprintf("consumer %d", i))
+		if err != nil {
+			return nil, err
+		}
+		c := &perfConsumer{conn: conn, done: make(chan struct{})}
+		r.consumers = append(r.consumers, c)
+		cch, err := conn.Channel(e.ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := cch.Qos(e.ctx, warren.QosOptions{PrefetchCount: o.prefetch}); err != nil {
+			return nil, err
+		}
+		if c.cons, err = cch.Consume(e.ctx, r.queue, warren.ConsumeOptions{}); err != nil {
+			return nil, err
+		}
+	}
+	for i := 0; i < o.producers; i++ {
+		conn, err := r.dial(fmt.Sprintf("producer %d", i))
+		if err != nil {
+			return nil, err
+		}
+		r.producers = append(r.producers, &perfProducer{id: i, conn: conn})
+		r.recv = append(r.recv, &received{})
+	}
+
+	for _, c := range r.consumers {
+		go r.consume(c)
+	}
+	r.start = time.Now()
+	sendCtx, stopSending := context.WithCancel(e.ctx)
+	defer stopSending()
+	if o.duration > 0 {
+		var cancel context.CancelFunc
+		sendCtx, cancel = context.WithTimeout(sendCtx, o.duration)
+		defer cancel()
+	}
+	// Confirms still outstanding when sending stops get drainTimeout more.
+	confirmCtx, stopConfirms := context.WithCancel(context.Background())
+	defer stopConfirms()
+
+	stopReport := make(chan struct{})
+	reportDone := make(chan struct{})
+	go r.report(stopReport, reportDone)
+
+	var pwg sync.WaitGroup
+	for _, p := range r.producers {
+		pwg.Add(1)
+		go func() {
+			defer pwg.Done()
+			r.produce(sendCtx, confirmCtx, p)
+		}()
+	}
+	// Wait for the producers to stop sending; their confirm goroutines end
+	// when every confirm is in, or at the drain deadline.
+	sendingDone := make(chan struct{})
+	go func() { pwg.Wait(); close(sendingDone) }()
+	select {
+	case <-sendingDone:
+	case <-sendCtx.Done():
+		select {
+		case <-sendingDone:
+		case <-time.After(o.drainTimeout):
+			stopConfirms()
+			<-sendingDone
+		}
+	}
+	sendingStopped := time.Now()
+	var sendElapsed time.Duration
+	for _, p := range r.producers {
+		if !p.stoppedAt.IsZero() {
+			sendElapsed = max(sendElapsed, p.stoppedAt.Sub(r.start))
+		}
+	}
+	drainDeadline := sendingStopped.Add(o.drainTimeout)
+	stopConfirms()
+
+	// Wait for the consumers to receive everything that may arrive.
+	if o.consumers > 0 {
+		target := r.sent.Load() - r.nacked.Load()
+		tick := time.NewTicker(10 * time.Millisecond)
+		for r.firsts.Load() < target && time.Now().Before(drainDeadline) && !r.consumersGone() {
+			<-tick.C
+		}
+		tick.Stop()
+	}
+	consumeElapsed := time.Since(r.start)
+	for _, c := range r.consumers {
+		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		if err := c.cons.Cancel(ctx); err != nil && c.conn.IsAlive() {
+			r.fail("cancelling a consumer: %v", err)
+		}
+		cancel()
+	}
+	for _, c := range r.consumers {
+		select {
+		case <-c.done:
+		case <-time.After(closeTimeout):
+			r.fail("a consumer did not stop")
+		}
+	}
+	close(stopReport)
+	<-reportDone
+	if r.deleteQueue != nil {
+		r.deleteQueue()
+		r.deleted = true
+	}
+	return r.summary(sendElapsed, consumeElapsed, time.Now().After(drainDeadline)), nil
+}
+
+// consumersGone reports whether every consumer ended.
+func (r *perfRun) consumersGone() bool {
+	for _, c := range r.consumers {
+		select {
+		case <-c.done:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func (r *perfRun) produce(ctx, confirmCtx context.Context, p *perfProducer) {
+	o := r.o
+	ch, err := p.conn.Channel(ctx)
+	if err != nil {
+		r.fail("producer %d: opening a channel: %v", p.id, err)
+		return
+	}
+	type outstanding struct {
+		seq uint64
+		cf  *warren.Confirmation
+	}
+	var pending chan outstanding
+	confirmsDone := make(chan struct{})
+	if o.confirm {
+		if err := ch.Confirm(ctx); err != nil {
+			r.fail("producer %d: %v", p.id, err)
+			return
+		}
+		pending = make(chan outstanding, o.window)
+		go func() {
+			defer close(confirmsDone)
+			for pc := range pending {
+				acked, err := pc.cf.Wait(confirmCtx)
+				switch {
+				case err != nil:
+					r.unconfirmed.Add(1)
+				case acked:
+					p.confirmed.set(pc.seq)
+					r.confirmed.Add(1)
+				default:
+					r.nacked.Add(1)
+				}
+			}
+		}()
+	} else {
+		close(confirmsDone)
+	}
+	defer func() {
+		if pending != nil {
+			close(pending)
+		}
+		<-confirmsDone
+	}()
+
+	defer func() { p.stoppedAt = time.Now() }() // runs before the wait for confirms
+	msg := warren.Publishing{Body: make([]byte, o.size)}
+	if o.persistent {
+		msg.Properties.DeliveryMode = proto.Persistent
+	}
+	binary.BigEndian.PutUint32(msg.Body[0:], r.runID)
+	binary.BigEndian.PutUint32(msg.Body[4:], uint32(p.id))
+	perProducer := o.rate / float64(o.producers)
+	for seq := uint64(0); ; seq++ {
+		if ctx.Err() != nil {
+			return
+		}
+		if o.count > 0 && r.claimed.Add(1) > o.count {
+			return
+		}
+		if perProducer > 0 {
+			due := r.start.Add(time.Duration(float64(seq) / perProducer * float64(time.Second)))
+			if d := time.Until(due); d > time.Millisecond {
+				t := time.NewTimer(d)
+				select {
+				case <-t.C:
+				case <-ctx.Done():
+					t.Stop()
+					return
+				}
+			}
+		}
+		binary.BigEndian.PutUint64(msg.Body[8:], seq)
+		binary.BigEndian.PutUint64(msg.Body[16:], uint64(time.Now().UnixNano()))
+		if o.confirm {
+			cf, err := ch.PublishWithConfirm(ctx, "", r.queue, msg)
+			if err != nil {
+				if ctx.Err() == nil {
+					r.fail("producer %d: publishing: %v", p.id, err)
+				}
+				return
+			}
+			p.sent = seq + 1
+			r.sent.Add(1)
+			select {
+			case pending <- outstanding{seq, cf}: // blocks while the window is full
+			case <-confirmCtx.Done():
+				r.unconfirmed.Add(1)
+				return
+			}
+		} else {
+			if err := ch.Publish(ctx, "", r.queue, msg); err != nil {
+				if ctx.Err() == nil {
+					r.fail("producer %d: publishing: %v", p.id, err)
+				}
+				return
+			}
+			p.sent = seq + 1
+			r.sent.Add(1)
+		}
+	}
+}
+
+func (r *perfRun) consume(c *perfConsumer) {
+	defer close(c.done)
+	for d := range c.cons.Deliveries() {
+		now := time.Now()
+		r.deliveries.Add(1)
+		if d.Redelivered {
+			r.redelivered.Add(1)
+		}
+		b := d.Body
+		if len(b) >= perfHeader && binary.BigEndian.Uint32(b) == r.runID && int(binary.BigEndian.Uint32(b[4:])) < len(r.recv) {
+			pid := binary.BigEndian.Uint32(b[4:])
+			seq := binary.BigEndian.Uint64(b[8:])
+			sentAt := int64(binary.BigEndian.Uint64(b[16:]))
+			if r.recv[pid].mark(seq, d.Redelivered) {
+				r.firsts.Add(1)
+			}
+			lat := max(now.UnixNano()-sentAt, 0) / int64(time.Microsecond)
+			c.mu.Lock()
+			c.interval.record(uint64(lat))
+			c.total.record(uint64(lat))
+			c.mu.Unlock()
+		} else {
+			r.foreign.Add(1)
+		}
+		if err := d.Ack(false); err != nil {
+			r.fail("acknowledging: %v", err)
+		}
+	}
+	if err := c.cons.Err(); err != nil {
+		r.fail("consumer: %v", err)
+	}
+}
+
+// perfPoint is one second of the run.
+type perfPoint struct {
+	T         float64 `json:"t"`         // seconds since the start, at the end of the interval
+	Sent      float64 `json:"sent"`      // msg/s
+	Confirmed float64 `json:"confirmed"` // msg/s
+	Received  float64 `json:"received"`  // msg/s
+	P50       float64 `json:"p50_ms"`
+	P99       float64 `json:"p99_ms"`
+	Latency   bool    `json:"-"` // P50 and P99 are known
+}
+
+// report prints a progress line every second and records the series.
+func (r *perfRun) report(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	last := r.start
+	var lastSent, lastConf, lastRecv uint64
+	sample := func(now time.Time) {
+		dt := now.Sub(last).Seconds()
+		sent, conf, recv := r.sent.Load(), r.confirmed.Load(), r.deliveries.Load()
+		var h histogram
+		for _, c := range r.consumers {
+			c.mu.Lock()
+			h.add(&c.interval)
+			c.interval.reset()
+			c.mu.Unlock()
+		}
+		pt := perfPoint{
+			T:         now.Sub(r.start).Seconds(),
+			Sent:      float64(sent-lastSent) / dt,
+			Confirmed: float64(conf-lastConf) / dt,
+			Received:  float64(recv-lastRecv) / dt,
+			P50:       float64(h.quantile(0.50)) / 1000,
+			P99:       float64(h.quantile(0.99)) / 1000,
+			Latency:   h.n > 0,
+		}
+		r.series = append(r.series, pt)
+		last, lastSent, lastConf, lastRecv = now, sent, conf, recv
+		line := fmt.Sprintf("time %.1fs, sent %.0f msg/s", pt.T, pt.Sent)
+		if r.o.confirm {
+			line += fmt.Sprintf(", confirmed %.0f msg/s", pt.Confirmed)
+		}
+		line += fmt.Sprintf(", received %.0f msg/s", pt.Received)
+		if pt.Latency {
+			line += fmt.Sprintf(", latency p50 %s ms, p99 %s ms", fmtMS(pt.P50), fmtMS(pt.P99))
+		}
+		fmt.Fprintln(r.e.stderr, line)
+	}
+	for {
+		select {
+		case now := <-tick.C:
+			sample(now)
+		case <-stop:
+			if now := time.Now(); now.Sub(last) >= 200*time.Millisecond {
+				sample(now)
+			}
+			return
+		}
+	}
+}
+
+func fmtMS(ms float64) string {
+	switch {
+	case ms < 10:
+		return fmt.Sprintf("%.2f", ms)
+	case ms < 100:
+		return fmt.Sprintf("%.1f", ms)
+	}
+	return fmt.Sprintf("%.0f", ms)
+}
+
+// perfSummary is the result of a run (the --json object).
+type perfSummary struct {
+	OK                    bool        `json:"ok"`
+	Queue                 string      `json:"queue"`
+	Producers             int         `json:"producers"`
+	Consumers             int         `json:"consumers"`
+	Size                  int         `json:"size"`
+	Confirm               bool        `json:"confirm"`
+	ConfirmWindow         int         `json:"confirm_window,omitempty"`
+	RateLimit             float64     `json:"rate_limit"`
+	Prefetch              int         `json:"prefetch"`
+	DurationSeconds       float64     `json:"duration_seconds"`
+	Sent                  uint64      `json:"sent"`
+	Confirmed             uint64      `json:"confirmed"`
+	Nacked                uint64      `json:"nacked"`
+	Unconfirmed           uint64      `json:"unconfirmed"`
+	Expected              uint64      `json:"expected"`
+	Consumed              uint64      `json:"consumed"`
+	Missing               uint64      `json:"missing"`
+	Duplicates            uint64      `json:"duplicates"`
+	Received              uint64      `json:"received"`
+	Redelivered           uint64      `json:"redelivered"`
+	RedeliveredDuplicates uint64      `json:"redelivered_duplicates"`
+	Unexpected            uint64      `json:"unexpected"`
+	Foreign               uint64      `json:"foreign"`
+	SendRate              float64     `json:"send_rate"`
+	ConfirmRate           float64     `json:"confirm_rate"`
+	ReceiveRate           float64     `json:"receive_rate"`
+	Latency               perfLatency `json:"latency_ms"`
+	Interrupted           bool        `json:"interrupted"` // by Ctrl-C: the check still ran
+	Errors                []string    `json:"errors"`
+	Series                []perfPoint `json:"series"`
+	checked               bool        // consumers ran, so the check means something
+	drainTimedOut         bool
+	start                 time.Time // for the chart's title
+}
+
+type perfLatency struct {
+	P50  float64 `json:"p50"`
+	P95  float64 `json:"p95"`
+	P99  float64 `json:"p99"`
+	Max  float64 `json:"max"`
+	Mean float64 `json:"mean"`
+}
+
+func (r *perfRun) summary(sendElapsed, consumeElapsed time.Duration, drainTimedOut bool) *perfSummary {
+	o := r.o
+	s := &perfSummary{
+		Queue: r.queue, Producers: o.producers, Consumers: o.consumers, Size: o.size,
+		Confirm: o.confirm, RateLimit: o.rate, Prefetch: o.prefetch,
+		DurationSeconds: sendElapsed.Seconds(),
+		Sent:            r.sent.Load(), Confirmed: r.confirmed.Load(), Nacked: r.nacked.Load(), Unconfirmed: r.unconfirmed.Load(),
+		Received: r.deliveries.Load(), Redelivered: r.redelivered.Load(), Foreign: r.foreign.Load(),
+		Series: r.series, checked: o.consumers > 0, start: r.start,
+		Interrupted: r.e.ctx.Err() != nil, drainTimedOut: drainTimedOut,
+	}
+	if o.confirm {
+		s.ConfirmWindow = o.window
+	}
+	for i, p := range r.producers {
+		rv := r.recv[i]
+		rv.mu.Lock()
+		for seq := uint64(0); seq < p.sent; seq++ {
+			expected := !o.confirm || p.confirmed.has(seq)
+			got := rv.seen.has(seq)
+			switch {
+			case expected && got:
+				s.Consumed++
+			case expected:
+				s.Missing++
+			case got:
+				s.Unexpected++
+			}
+			if expected {
+				s.Expected++
+			}
+		}
+		s.Duplicates += rv.duplicates
+		s.RedeliveredDuplicates += rv.redelivered
+		rv.mu.Unlock()
+	}
+	if secs := sendElapsed.Seconds(); secs > 0 {
+		s.SendRate = float64(s.Sent) / secs
+		s.ConfirmRate = float64(s.Confirmed) / secs
+	}
+	if secs := consumeElapsed.Seconds(); secs > 0 {
+		s.ReceiveRate = float64(s.Received) / secs
+	}
+	var h histogram
+	for _, c := range r.consumers {
+		c.mu.Lock()
+		h.add(&c.total)
+		c.mu.Unlock()
+	}
+	s.Latency = perfLatency{
+		P50: float64(h.quantile(0.50)) / 1000, P95: float64(h.quantile(0.95)) / 1000,
+		P99: float64(h.quantile(0.99)) / 1000, Max: float64(h.max) / 1000, Mean: h.mean() / 1000,
+	}
+	s.roundFloats()
+	r.errMu.Lock()
+	s.Errors = append([]string{}, r.errors...)
+	r.errMu.Unlock()
+	if s.Unconfirmed > 0 {
+		s.Errors = append(s.Errors, fmt.Sprintf("%d publish(es) left unconfirmed", s.Unconfirmed))
+	}
+	if s.Nacked > 0 {
+		s.Errors = append(s.Errors, fmt.Sprintf("%d publish(es) nacked by the broker", s.Nacked))
+	}
+	s.OK = len(s.Errors) == 0 && (!s.checked || s.Missing == 0 && s.Duplicates == 0)
+	return s
+}
+
+// roundFloats keeps the JSON readable: rates to 0.1 msg/s, times to 1 µs.
+func (s *perfSummary) roundFloats() {
+	r := func(x *float64, scale float64) { *x = math.Round(*x*scale) / scale }
+	r(&s.DurationSeconds, 1e6)
+	r(&s.SendRate, 10)
+	r(&s.ConfirmRate, 10)
+	r(&s.ReceiveRate, 10)
+	for _, x := range []*float64{&s.Latency.P50, &s.Latency.P95, &s.Latency.P99, &s.Latency.Max, &s.Latency.Mean} {
+		r(x, 1e3)
+	}
+	for i := range s.Series {
+		pt := &s.Series[i]
+		r(&pt.T, 1e3)
+		r(&pt.Sent, 10)
+		r(&pt.Confirmed, 10)
+		r(&pt.Received, 10)
+		r(&pt.P50, 1e3)
+		r(&pt.P99, 1e3)
+	}
+}
+
+// failure is the one-line reason for a failed run.
+func (s *perfSummary) failure() string {
+	var parts []string
+	if s.checked && (s.Missing > 0 || s.Duplicates > 0) {
+		msg := fmt.Sprintf("check failed: %d of %d expected message(s) missing, %d duplicate(s)", s.Missing, s.Expected, s.Duplicates)
+		if s.Missing > 0 && s.drainTimedOut {
+			msg += " (the consumers did not catch up within --drain-timeout)"
+		}
+		parts = append(parts, msg)
+	}
+	if len(s.Errors) > 0 {
+		parts = append(parts, s.Errors[0])
+		if len(s.Errors) > 1 {
+			parts = append(parts, fmt.Sprintf("and %d more error(s)", len(s.Errors)-1))
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+func (s *perfSummary) writeText(w io.Writer) {
+	mode := "no confirms"
+	if s.Confirm {
+		mode = fmt.Sprintf("confirms (window %d)", s.ConfirmWindow)
+	}
+	fmt.Fprintf(w, "summary: %d producer(s), %d consumer(s), %d-byte messages, %s, prefetch %d, queue %s\n",
+		s.Producers, s.Consumers, s.Size, mode, s.Prefetch, s.Queue)
+	fmt.Fprintf(w, "  sent       %d messages in %.2f s (%.0f msg/s)\n", s.Sent, s.DurationSeconds, s.SendRate)
+	if s.Confirm {
+		fmt.Fprintf(w, "  confirmed  %d (%.0f msg/s), nacked %d, unconfirmed %d\n", s.Confirmed, s.ConfirmRate, s.Nacked, s.Unconfirmed)
+	}
+	if s.checked {
+		fmt.Fprintf(w, "  consumed   %d of %d expected; %d deliveries (%.0f msg/s), %d redelivered, %d foreign\n",
+			s.Consumed, s.Expected, s.Received, s.ReceiveRate, s.Redelivered, s.Foreign)
+		fmt.Fprintf(w, "  latency    p50 %s ms, p95 %s ms, p99 %s ms, max %s ms, mean %s ms\n",
+			fmtMS(s.Latency.P50), fmtMS(s.Latency.P95), fmtMS(s.Latency.P99), fmtMS(s.Latency.Max), fmtMS(s.Latency.Mean))
+		what := "confirmed"
+		if !s.Confirm {
+			what = "sent"
+		}
+		if s.Missing == 0 && s.Duplicates == 0 {
+			fmt.Fprintf(w, "  check      OK: every %s message consumed exactly once (%d redelivered duplicate(s), %d unexpected)\n",
+				what, s.RedeliveredDuplicates, s.Unexpected)
+		} else {
+			fmt.Fprintf(w, "  check      FAILED: %d missing, %d duplicate(s), %d redelivered duplicate(s), %d unexpected\n",
+				s.Missing, s.Duplicates, s.RedeliveredDuplicates, s.Unexpected)
+		}
+	} else {
+		fmt.Fprintln(w, "  check      skipped: no consumers")
+	}
+	if s.Interrupted {
+		fmt.Fprintln(w, "  note       interrupted: the producers stopped early")
+	}
+	for _, e := range s.Errors {
+		fmt.Fprintf(w, "  error      %s\n", e)
+	}
+}

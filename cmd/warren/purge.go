@@ -1,0 +1,33 @@
+package main
+
+import "fmt"
+
+const purgeAbout = `
+Removes every ready message from the queue and prints how many it removed
+(messages delivered but not yet acknowledged stay).`
+
+func runPurge(e *env, args []string) error {
+	f := newFlags(e, "warren purge --queue Q", purgeAbout)
+	queue := f.String("queue", "", "queue to purge (required)")
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if err := needNoPositional(e, pos); err != nil {
+		return err
+	}
+	if *queue == "" {
+		return usageErrorf("--queue is required")
+	}
+	conn, ch, err := f.dialChannel()
+	if err != nil {
+		return err
+	}
+	defer closeConn(conn)
+	n, err := ch.QueuePurge(e.ctx, *queue)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, n)
+	return nil
+}
