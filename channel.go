@@ -35,6 +35,7 @@ type Channel struct {
 	confirms    statemachine.Outstanding[*Confirmation]
 	onConfirm   []func(Confirm)
 	onReturn    []func(Return)
+	onClose     []func(error)
 }
 
 // Confirm is one basic.ack or basic.nack from the broker (the seed's
@@ -222,10 +223,29 @@ func (ch *Channel) onClosedLocked(acts []action, err error) []action {
 	ch.confirms.Drain(func(seq uint64, cf *Confirmation) {
 		cf.resolve(false, false, fmt.Errorf("%w: %w", ErrMaybeSent, failWith))
 	})
+	// The next incarnation is a new AMQP channel whose confirms the broker
+	// numbers from 1 again, as the machine does: restart the numbering.
+	ch.confirms = statemachine.Outstanding[*Confirmation]{}
+	// Closed alone (by Close or a channel error), the channel takes its
+	// consumers with it for good: a reopened channel does not consume
+	// again, so they leave the topology. When the whole connection closes
+	// they stay, for a reconnecting client to consume again.
+	channelOnly := ch.conn.m.State() == statemachine.StateOpen
 	for tag, cons := range ch.consumers {
 		cons.err = failWith
 		acts = append(acts, action{kind: actEndConsumer, cons: cons})
 		delete(ch.consumers, tag)
+		if channelOnly {
+			ch.conn.topo.deleteConsumer(tag)
+		}
+	}
+	if len(ch.onClose) > 0 {
+		fns, reported := ch.onClose, err
+		acts = append(acts, action{kind: actNotify, fn: func() {
+			for _, fn := range fns {
+				fn(reported)
+			}
+		}})
 	}
 	if err == nil {
 		err = ErrClosed
@@ -260,4 +280,27 @@ func (ch *Channel) Close(ctx context.Context) error {
 		return nil
 	}
 	return err
+}
+
+// Err returns why the channel's current incarnation closed (a
+// *ChannelError from the broker, or the connection's error), or nil while
+// it is open. After a channel error the next call reopens the channel and
+// Err becomes nil again; use NotifyClose to see every error as it happens,
+// for example when only publishing without confirms.
+func (ch *Channel) Err() error {
+	ch.conn.mu.Lock()
+	defer ch.conn.mu.Unlock()
+	if ch.userClosed && errors.Is(ch.lastErr, ErrClosed) {
+		return ErrClosed
+	}
+	return ch.lastErr
+}
+
+// NotifyClose registers fn to receive the error that closes each
+// incarnation of the channel (nil for the user's own Close). fn runs on
+// the connection's notifier goroutine and never blocks the reader.
+func (ch *Channel) NotifyClose(fn func(err error)) {
+	ch.conn.mu.Lock()
+	defer ch.conn.mu.Unlock()
+	ch.onClose = append(ch.onClose[:len(ch.onClose):len(ch.onClose)], fn)
 }

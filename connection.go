@@ -417,7 +417,8 @@ func (c *Connection) Blocked() bool {
 
 // Close closes the connection cleanly: connection.close, then the
 // broker's close-ok. It returns when the connection has closed or ctx
-// ends (then the socket is closed at once).
+// ends (then the socket is closed at once). Closing a connection that has
+// already closed returns nil: Err tells why it had closed.
 func (c *Connection) Close(ctx context.Context) error {
 	c.mu.Lock()
 	err := c.m.Close(proto.Reply{Code: proto.ReplySuccess, Text: "closed by client"})

@@ -106,7 +106,8 @@ type ConsumeOptions struct {
 	// Prefetch, for a manual-ack consumer, sets basic.qos prefetch-count
 	// on the channel before consuming, unless the channel already has a
 	// QoS; zero means Config.ConsumerBuffer, so the consumer's buffer never
-	// fills. Ignored with NoAck.
+	// fills. A larger value is honoured: when the buffer fills, the reader
+	// waits (TCP back-pressure) rather than grow memory. Ignored with NoAck.
 	Prefetch int
 	// OnCancel receives the consumer tag when the broker cancels the
 	// consumer (e.g. its queue was deleted). Without it, the Consumer's
@@ -149,7 +150,7 @@ func (ch *Channel) Consume(ctx context.Context, queue string, opts ConsumeOption
 		c.mu.Unlock()
 		if !hasQos {
 			prefetch := opts.Prefetch
-			if prefetch <= 0 || prefetch > c.cfg.ConsumerBuffer {
+			if prefetch <= 0 {
 				prefetch = c.cfg.ConsumerBuffer
 			}
 			if err := ch.Qos(ctx, QosOptions{PrefetchCount: prefetch}); err != nil {

@@ -208,3 +208,34 @@ func TestBrokerUnhandledReturnIsLogged(t *testing.T) {
 	require.ErrorIs(t, err, AccessRefused)
 	require.NotContains(t, err.Error(), "S3cretPassw0rd")
 }
+
+// A publisher without confirms still learns of channel errors: Err and
+// NotifyClose report the 404 of a publish to a missing exchange.
+func TestBrokerChannelErrAndNotifyClose(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := dialTest(t, Config{})
+	ch, err := c.Channel(ctx)
+	require.NoError(t, err)
+	closed := make(chan error, 2)
+	ch.NotifyClose(func(err error) { closed <- err })
+	require.NoError(t, ch.Publish(ctx, "warren.no-such-exchange."+t.Name(), "k", Publishing{Body: []byte("x")}))
+	select {
+	case err := <-closed:
+		require.ErrorIs(t, err, NotFound)
+	case <-ctx.Done():
+		t.Fatal("no close notification")
+	}
+	require.ErrorIs(t, ch.Err(), NotFound)
+	_, err = ch.QueueDeclare(ctx, "", QueueOptions{Exclusive: true})
+	require.NoError(t, err, "the next call reopens the channel")
+	require.NoError(t, ch.Err())
+	require.NoError(t, ch.Close(ctx))
+	require.ErrorIs(t, ch.Err(), ErrClosed)
+	select {
+	case err := <-closed:
+		require.NoError(t, err, "the user's own close is reported as nil")
+	case <-ctx.Done():
+		t.Fatal("no close notification for Close")
+	}
+}
