@@ -71,6 +71,14 @@ type consumer struct {
 	cancelling bool // basic.cancel sent; deliveries until cancel-ok are still its
 }
 
+// published is what the machine remembers of an unconfirmed publish to
+// tie a basic.return to it: the exchange and routing key of a mandatory
+// or immediate one (others are never returned).
+type published struct {
+	exchange, routingKey string
+	returnable           bool
+}
+
 type channel struct {
 	id      uint16
 	state   ChannelState
@@ -80,8 +88,9 @@ type channel struct {
 	consumers map[string]consumer
 
 	confirming bool
-	confirms   Outstanding[struct{}]
+	confirms   Outstanding[published]
 	returns    []Message // confirm mode: returns waiting for their ack/nack (owned copies)
+	lastReturn uint64    // confirm mode: the publish the latest return was matched to
 	flowActive bool
 
 	// content being assembled
@@ -281,7 +290,11 @@ func (c *Conn) Publish(id uint16, m *frames.BasicPublish, p *proto.Properties, b
 		return 0, nil
 	}
 	seq := ch.confirms.Next()
-	ch.confirms.Push(seq, struct{}{})
+	var pub published
+	if m.Mandatory || m.Immediate {
+		pub = published{exchange: m.Exchange, routingKey: m.RoutingKey, returnable: true}
+	}
+	ch.confirms.Push(seq, pub)
 	return seq, nil
 }
 
@@ -601,6 +614,7 @@ func (c *Conn) completeContent(ch *channel, body []byte) {
 		_ = h.Parse(ch.id, buf[:len(ch.hdrBuf)])
 		owned.Properties = h.Properties
 		owned.Body = buf[len(ch.hdrBuf):]
+		owned.PublishSeq = ch.matchReturn(&owned)
 		ch.returns = append(ch.returns, owned)
 	}
 	if cap(ch.bodyBuf) > 1<<20 {
@@ -625,15 +639,60 @@ func (c *Conn) handleConfirm(ch *channel, k frames.MethodKey, tag uint64, multip
 		return
 	}
 	if len(ch.returns) > 0 {
-		last := len(ch.returns) - 1
-		for i, r := range ch.returns {
-			if i == last {
+		ch.releaseReturns(c, tag, multiple)
+	}
+	c.events.push(Event{Kind: EventConfirm, Channel: ch.id, DeliveryTag: tag, Multiple: multiple, Ack: ack})
+}
+
+// matchReturn finds the publish a basic.return (in confirm mode) gives
+// back: the first unconfirmed mandatory or immediate publish after the
+// previous return's, to the same exchange with the same routing key.
+// RabbitMQ sends a publish's return while routing it, in publish order,
+// and always before its ack; but it coalesces acks, so other acks (single
+// or multiple) may come between a return and its own ack, and the next
+// confirm alone does not name the publish. 0 means no publish matches.
+func (ch *channel) matchReturn(r *Message) uint64 {
+	for seq := max(ch.lastReturn+1, ch.confirms.Next()-uint64(ch.confirms.n)); seq < ch.confirms.Next(); seq++ {
+		found := false
+		ch.confirms.Peek(seq, func(p published) {
+			found = p.returnable && p.exchange == r.Exchange && p.routingKey == r.RoutingKey
+		})
+		if found {
+			ch.lastReturn = seq
+			return seq
+		}
+	}
+	return 0
+}
+
+// releaseReturns reports, just before a confirm of tag, the held returns
+// whose publish it settles, in arrival order. A return no publish matched
+// is released by the first confirm, the last of them named by tag unless
+// a matched return claims tag.
+func (ch *channel) releaseReturns(c *Conn, tag uint64, multiple bool) {
+	covered := func(seq uint64) bool { return seq != 0 && (seq == tag || multiple && seq < tag) }
+	lastUnknown, claimed := -1, false
+	for i, r := range ch.returns {
+		if r.PublishSeq == 0 {
+			lastUnknown = i
+		} else if r.PublishSeq == tag {
+			claimed = true
+		}
+	}
+	kept := ch.returns[:0]
+	for i, r := range ch.returns {
+		switch {
+		case r.PublishSeq == 0:
+			if i == lastUnknown && !claimed {
 				r.PublishSeq = tag
 			}
 			c.events.push(Event{Kind: EventReturn, Channel: ch.id, Message: r})
+		case covered(r.PublishSeq):
+			c.events.push(Event{Kind: EventReturn, Channel: ch.id, Message: r})
+		default:
+			kept = append(kept, r)
 		}
-		clear(ch.returns)
-		ch.returns = ch.returns[:0]
 	}
-	c.events.push(Event{Kind: EventConfirm, Channel: ch.id, DeliveryTag: tag, Multiple: multiple, Ack: ack})
+	clear(ch.returns[len(kept):])
+	ch.returns = kept
 }

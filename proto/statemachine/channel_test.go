@@ -438,3 +438,29 @@ func TestCloseTimerStartsAtClose(t *testing.T) {
 	tc.advance(time.Millisecond)
 	require.ErrorIs(t, tc.wantClosed(), ErrCloseTimeout)
 }
+
+// TestClientCloseChannelMidContent: we close while a delivery's content is
+// still arriving; its remaining frames are dropped and close-ok counts.
+func TestClientCloseChannelMidContent(t *testing.T) {
+	testAllModes(t, testConfig(), func(tc *testConn) {
+		tc.handshake()
+		tc.openChannel(1)
+		tc.consume(1, "c", false)
+		tc.writeMethod(1, &frames.BasicDeliver{ConsumerTag: "c", DeliveryTag: 1})
+		tc.writeRaw(headerFrame(tc.t, 1, 10, nil))
+		tc.writeFrame(frames.FrameBody, 1, []byte("01234"))
+		require.NoError(tc.t, tc.conn.CloseChannel(1, proto.Reply{}))
+		tc.wantMethod(1, &frames.ChannelClose{ReplyCode: 200})
+		tc.writeFrame(frames.FrameBody, 1, []byte("56789"))
+		tc.writeContent(1, &frames.BasicDeliver{ConsumerTag: "c", DeliveryTag: 2}, nil, []byte("more"))
+		tc.wantIdle()
+		tc.writeMethod(1, &frames.ChannelCloseOK{})
+		require.NoError(tc.t, tc.wantEvent(EventChannelClosed).Err)
+		// Reopened, the id starts with no content in progress.
+		tc.openChannel(1)
+		tc.consume(1, "c", true)
+		tc.writeContent(1, &frames.BasicDeliver{ConsumerTag: "c", DeliveryTag: 1}, nil, []byte("fresh"))
+		require.Equal(tc.t, []byte("fresh"), tc.wantEvent(EventDelivery).Message.Body)
+		tc.wantIdle()
+	})
+}
