@@ -84,6 +84,7 @@ type channel struct {
 	state   ChannelState
 	pending requestFIFO
 	closeAt time.Time
+	peerErr *proto.ChannelError // a channel.close from the peer that crossed ours
 
 	consumers map[string]consumer
 
@@ -433,12 +434,19 @@ func (c *Conn) handleClosingChannelFrame(ch *channel, f frames.Frame) {
 	}
 	switch m := m.(type) {
 	case *frames.ChannelClose:
-		// Crossing closes: answer, keep waiting for our close-ok.
+		// Crossing closes: answer, keep waiting for our close-ok, and
+		// report the peer's reason then (it says more than our own close).
 		_ = c.sendMethod(ch.id, &frames.ChannelCloseOK{})
-		_ = m
+		if ch.peerErr == nil {
+			ch.peerErr = &proto.ChannelError{Reply: proto.Reply{Code: proto.ReplyCode(m.ReplyCode), Text: m.ReplyText, ClassID: m.ClassID, MethodID: m.MethodID}, Channel: ch.id, Origin: proto.ByPeer}
+		}
 	case *frames.ChannelCloseOK:
 		if ch.state == ChannelClosing {
-			c.channelGone(ch, nil)
+			var err error
+			if ch.peerErr != nil {
+				err = ch.peerErr
+			}
+			c.channelGone(ch, err)
 		}
 		c.release(ch)
 	}

@@ -32,3 +32,23 @@ func TestCloseDuringHandshake(t *testing.T) {
 	require.ErrorIs(t, err, ErrClosed)
 	require.Empty(t, tc.out)
 }
+
+// When the broker's channel.close crosses ours, the channel's end reports
+// the broker's reason (it says more than our own close).
+func TestCrossingChannelCloseReportsPeerReason(t *testing.T) {
+	testAllModes(t, testConfig(), func(tc *testConn) {
+		tc.handshake()
+		tc.openChannel(1)
+		require.NoError(t, tc.conn.CloseChannel(1, proto.Reply{}))
+		tc.wantMethod(1, &frames.ChannelClose{ReplyCode: 200})
+		tc.writeMethod(1, &frames.ChannelClose{ReplyCode: 406, ReplyText: "PRECONDITION_FAILED - crossing", ClassID: 50, MethodID: 10})
+		tc.wantMethod(1, &frames.ChannelCloseOK{})
+		tc.writeMethod(1, &frames.ChannelCloseOK{})
+		e := tc.wantEvent(EventChannelClosed)
+		var ce *proto.ChannelError
+		require.ErrorAs(t, e.Err, &ce)
+		require.Equal(t, proto.PreconditionFailed, ce.Code)
+		require.Equal(t, proto.ByPeer, ce.Origin)
+		require.Equal(t, ChannelFree, tc.conn.ChannelState(1))
+	})
+}
