@@ -2,6 +2,7 @@ package statemachine
 
 import (
 	"errors"
+	"strconv"
 
 	"github.com/warren-amqp/warren/proto"
 )
@@ -51,6 +52,11 @@ func (PlainAuth) Challenge([]byte) ([]byte, error) { return nil, ErrUnexpectedCh
 // String hides the password.
 func (a PlainAuth) String() string { return "PLAIN(" + a.Username + ")" }
 
+// GoString hides the password from %#v too.
+func (a PlainAuth) GoString() string {
+	return "statemachine.PlainAuth{Username: " + strconv.Quote(a.Username) + "}"
+}
+
 // AMQPlainAuth is RabbitMQ's AMQPLAIN mechanism: LOGIN and PASSWORD as a
 // field table written without its length prefix (py-amqp's default).
 type AMQPlainAuth struct {
@@ -74,6 +80,11 @@ func (AMQPlainAuth) Challenge([]byte) ([]byte, error) { return nil, ErrUnexpecte
 
 // String hides the password.
 func (a AMQPlainAuth) String() string { return "AMQPLAIN(" + a.Username + ")" }
+
+// GoString hides the password from %#v too.
+func (a AMQPlainAuth) GoString() string {
+	return "statemachine.AMQPlainAuth{Username: " + strconv.Quote(a.Username) + "}"
+}
 
 // ExternalAuth is SASL EXTERNAL: the server authenticates the client by
 // other means, typically a TLS client certificate.

@@ -374,7 +374,23 @@ func (c *Conn) sendMethod(ch uint16, m frames.Method) error {
 	return nil
 }
 
-func describe(m frames.Method) string { return fmt.Sprintf("%s %+v", m.Key(), m) }
+// describe formats a method for Config.Trace, with credentials and
+// secrets replaced so that a trace never shows a password.
+func describe(m frames.Method) string {
+	switch m := m.(type) {
+	case *frames.ConnectionStartOK:
+		r := *m
+		r.Response = redacted(r.Response)
+		return fmt.Sprintf("%s %+v", m.Key(), r)
+	case *frames.ConnectionSecureOK:
+		return fmt.Sprintf("%s {Response:%s}", m.Key(), redacted(m.Response))
+	case *frames.ConnectionUpdateSecret:
+		return fmt.Sprintf("%s {NewSecret:%s Reason:%s}", m.Key(), redacted(m.NewSecret), m.Reason)
+	}
+	return fmt.Sprintf("%s %+v", m.Key(), m)
+}
+
+func redacted(s string) string { return fmt.Sprintf("<%d bytes redacted>", len(s)) }
 
 // step parses and handles one frame; it reports false when no complete
 // frame is buffered or the connection is past parsing.

@@ -1,6 +1,8 @@
 package statemachine
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -51,4 +53,22 @@ func TestCrossingChannelCloseReportsPeerReason(t *testing.T) {
 		require.Equal(t, proto.ByPeer, ce.Origin)
 		require.Equal(t, ChannelFree, tc.conn.ChannelState(1))
 	})
+}
+
+// Neither a trace nor a formatted Config shows the password.
+func TestTraceAndFormattingHideThePassword(t *testing.T) {
+	var trace []string
+	cfg := testConfig()
+	cfg.Auth = []Authenticator{PlainAuth{Username: "guest", Password: "Sup3rSecret"}, AMQPlainAuth{Username: "guest", Password: "Sup3rSecret"}}
+	cfg.Trace = func(dir Direction, ch uint16, frame string) { trace = append(trace, dir.String()+" "+frame) }
+	tc := newTestConn(t, cfg)
+	tc.handshake()
+	require.NoError(t, tc.conn.UpdateSecret("Sup3rSecret", "rotation"))
+	tc.pump()
+	all := strings.Join(trace, "\n")
+	require.Contains(t, all, "connection.start-ok")
+	require.NotContains(t, all, "Sup3rSecret")
+	for _, format := range []string{"%v", "%+v", "%#v", "%s"} {
+		require.NotContains(t, fmt.Sprintf(format, cfg), "Sup3rSecret", format)
+	}
 }
