@@ -74,6 +74,20 @@ type gen struct{ bytes.Buffer }
 
 func (g *gen) p(format string, a ...any) { fmt.Fprintf(&g.Buffer, format+"\n", a...) }
 
+// predicate writes "func SIGNATURE bool" returning true for the given
+// comma-separated case values of param.
+func (g *gen) predicate(doc, signature, param, values string) {
+	g.p("// %s", doc)
+	g.p("func %s bool {", signature)
+	g.p("\tswitch %s {", param)
+	g.p("\tcase %s:", values)
+	g.p("\t\treturn true")
+	g.p("\t}")
+	g.p("\treturn false")
+	g.p("}")
+	g.p("")
+}
+
 func (g *gen) doc(lines []string, indent string) {
 	for _, l := range lines {
 		if l == "" {
@@ -136,85 +150,46 @@ func generate(classes []*protocol.Class) ([]byte, error) {
 	g.p("}")
 	g.p("")
 
-	g.p("// Known reports whether k names a method of the protocol.")
-	g.p("func (k MethodKey) Known() bool {")
-	g.p("\tswitch k {")
-	g.p("\tcase %s:", allKeys(classes, nil))
-	g.p("\t\treturn true")
-	g.p("\t}")
-	g.p("\treturn false")
-	g.p("}")
-	g.p("")
-
-	g.p("// KnownClass reports whether id names a class of the protocol.")
-	g.p("func KnownClass(id uint16) bool {")
-	g.p("\tswitch id {")
+	g.predicate("Known reports whether k names a method of the protocol.", "(k MethodKey) Known()", "k",
+		allKeys(classes, nil))
 	var ids []string
 	for _, c := range classes {
 		ids = append(ids, "Class"+camel(c.Name))
 	}
-	g.p("\tcase %s:", strings.Join(ids, ", "))
-	g.p("\t\treturn true")
-	g.p("\t}")
-	g.p("\treturn false")
-	g.p("}")
-	g.p("")
+	g.predicate("KnownClass reports whether id names a class of the protocol.", "KnownClass(id uint16)", "id",
+		strings.Join(ids, ", "))
+	g.predicate("HasContent reports whether the method is followed by a content header and body.", "(k MethodKey) HasContent()", "k",
+		allKeys(classes, func(m *protocol.Method) bool { return m.Content }))
+	g.predicate("IsSynchronous reports whether the spec marks the method synchronous.", "(k MethodKey) IsSynchronous()", "k",
+		allKeys(classes, func(m *protocol.Method) bool { return m.Sync }))
+	g.predicate("SentByServer reports whether a server may send the method.", "(k MethodKey) SentByServer()", "k",
+		allKeys(classes, func(m *protocol.Method) bool { return m.From != "client" }))
+	g.predicate("SentByClient reports whether a client may send the method.", "(k MethodKey) SentByClient()", "k",
+		allKeys(classes, func(m *protocol.Method) bool { return m.From != "server" }))
 
-	g.p("// HasContent reports whether the method is followed by a content header and body.")
-	g.p("func (k MethodKey) HasContent() bool {")
-	g.p("\tswitch k {")
-	g.p("\tcase %s:", allKeys(classes, func(m *protocol.Method) bool { return m.Content }))
-	g.p("\t\treturn true")
-	g.p("\t}")
-	g.p("\treturn false")
-	g.p("}")
-	g.p("")
-
-	g.p("// IsSynchronous reports whether the spec marks the method synchronous.")
-	g.p("func (k MethodKey) IsSynchronous() bool {")
-	g.p("\tswitch k {")
-	g.p("\tcase %s:", allKeys(classes, func(m *protocol.Method) bool { return m.Sync }))
-	g.p("\t\treturn true")
-	g.p("\t}")
-	g.p("\treturn false")
-	g.p("}")
-	g.p("")
-
-	g.p("// SentByServer reports whether a server may send the method.")
-	g.p("func (k MethodKey) SentByServer() bool {")
-	g.p("\tswitch k {")
-	g.p("\tcase %s:", allKeys(classes, func(m *protocol.Method) bool { return m.From != "client" }))
-	g.p("\t\treturn true")
-	g.p("\t}")
-	g.p("\treturn false")
-	g.p("}")
-	g.p("")
-
-	g.p("// SentByClient reports whether a client may send the method.")
-	g.p("func (k MethodKey) SentByClient() bool {")
-	g.p("\tswitch k {")
-	g.p("\tcase %s:", allKeys(classes, func(m *protocol.Method) bool { return m.From != "server" }))
-	g.p("\t\treturn true")
-	g.p("\t}")
-	g.p("\treturn false")
-	g.p("}")
-	g.p("")
-
+	// The methods that answer each request, as a predicate and as a list.
+	replies := func(join string, each func(c *protocol.Class, r string) string) [][2]string {
+		var out [][2]string
+		for _, c := range classes {
+			for _, m := range c.Methods {
+				if len(m.Replies) == 0 {
+					continue
+				}
+				var rs []string
+				for _, r := range m.Replies {
+					rs = append(rs, each(c, r))
+				}
+				out = append(out, [2]string{keyName(c, m), strings.Join(rs, join)})
+			}
+		}
+		return out
+	}
 	g.p("// AcceptsReply reports whether reply is one of the methods that answer")
 	g.p("// request (get → get-ok or get-empty, start-ok → secure or tune, …).")
 	g.p("func AcceptsReply(request, reply MethodKey) bool {")
 	g.p("\tswitch request {")
-	for _, c := range classes {
-		for _, m := range c.Methods {
-			if len(m.Replies) == 0 {
-				continue
-			}
-			var rs []string
-			for _, r := range m.Replies {
-				rs = append(rs, "reply == Method"+camel(c.Name)+camel(r))
-			}
-			g.p("\tcase %s:\n\t\treturn %s", keyName(c, m), strings.Join(rs, " || "))
-		}
+	for _, r := range replies(" || ", func(c *protocol.Class, r string) string { return "reply == Method" + camel(c.Name) + camel(r) }) {
+		g.p("\tcase %s:\n\t\treturn %s", r[0], r[1])
 	}
 	g.p("\t}")
 	g.p("\treturn false")
@@ -225,17 +200,8 @@ func generate(classes []*protocol.Class) ([]byte, error) {
 	g.p("// that has no reply. The slice is new on every call.")
 	g.p("func Replies(request MethodKey) []MethodKey {")
 	g.p("\tswitch request {")
-	for _, c := range classes {
-		for _, m := range c.Methods {
-			if len(m.Replies) == 0 {
-				continue
-			}
-			var rs []string
-			for _, r := range m.Replies {
-				rs = append(rs, "Method"+camel(c.Name)+camel(r))
-			}
-			g.p("\tcase %s:\n\t\treturn []MethodKey{%s}", keyName(c, m), strings.Join(rs, ", "))
-		}
+	for _, r := range replies(", ", func(c *protocol.Class, r string) string { return "Method" + camel(c.Name) + camel(r) }) {
+		g.p("\tcase %s:\n\t\treturn []MethodKey{%s}", r[0], r[1])
 	}
 	g.p("\t}")
 	g.p("\treturn nil")
