@@ -70,13 +70,7 @@ func (tp *topology) addExchange(e DeclaredExchange) {
 	}
 	tp.mu.Lock()
 	defer tp.mu.Unlock()
-	for i := range tp.t.Exchanges {
-		if tp.t.Exchanges[i].Name == e.Name {
-			tp.t.Exchanges[i] = e
-			return
-		}
-	}
-	tp.t.Exchanges = append(tp.t.Exchanges, e)
+	tp.t.Exchanges = upsert(tp.t.Exchanges, e, func(o DeclaredExchange) bool { return o.Name == e.Name })
 }
 
 func (tp *topology) deleteExchange(name string) {
@@ -94,13 +88,7 @@ func (tp *topology) addQueue(q DeclaredQueue) {
 	}
 	tp.mu.Lock()
 	defer tp.mu.Unlock()
-	for i := range tp.t.Queues {
-		if tp.t.Queues[i].Name == q.Name {
-			tp.t.Queues[i] = q
-			return
-		}
-	}
-	tp.t.Queues = append(tp.t.Queues, q)
+	tp.t.Queues = upsert(tp.t.Queues, q, func(o DeclaredQueue) bool { return o.Name == q.Name })
 }
 
 func (tp *topology) deleteQueue(name string) {
@@ -137,6 +125,17 @@ func (tp *topology) deleteConsumer(tag string) {
 	tp.mu.Lock()
 	defer tp.mu.Unlock()
 	tp.t.Consumers = deleteWhere(tp.t.Consumers, func(c DeclaredConsumer) bool { return c.Tag == tag })
+}
+
+// upsert replaces the first element same matches with v, or appends v.
+func upsert[T any](s []T, v T, same func(T) bool) []T {
+	for i := range s {
+		if same(s[i]) {
+			s[i] = v
+			return s
+		}
+	}
+	return append(s, v)
 }
 
 func deleteWhere[T any](s []T, match func(T) bool) []T {
