@@ -223,8 +223,8 @@ func (c *Conn) handleEOF() {
 // nothing more to report until more input, a command or a timeout.
 func (c *Conn) NextEvent() Event {
 	for {
-		if e, ok := c.events.pop(); ok {
-			return e
+		if e := c.events.pop(); e != nil {
+			return *e
 		}
 		if c.step() {
 			continue

@@ -1,0 +1,59 @@
+//go:build !race
+
+// The race detector allocates on its own account, so these tests only run
+// without it (CI: `go test -run Alloc ./...`).
+
+package bench
+
+import "testing"
+
+// TestAllocMachineDeliver requires the state machine's delivery path —
+// Feed of a read-sized chunk of deliveries, NextEvent until EventNone,
+// AppendOutbound — not to allocate once warmed, for a no-ack consumer and
+// for a manual-ack one that acks every 64 deliveries through Conn.Call.
+func TestAllocMachineDeliver(t *testing.T) {
+	for _, noAck := range []bool{true, false} {
+		r := newDeliverRig(t, noAck)
+		var err error
+		delivered := 0
+		// Each run feeds one 64 KiB chunk: about 265 deliveries.
+		allocs := testing.AllocsPerRun(50, func() {
+			n, e := r.readOnce()
+			delivered += n
+			if e != nil && err == nil {
+				err = e
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if delivered < 50*200 {
+			t.Fatalf("only %d deliveries in 50 reads", delivered)
+		}
+		if allocs != 0 {
+			t.Errorf("noAck %v: %v allocations per 64 KiB read (%d deliveries), want 0", noAck, allocs, delivered/51)
+		}
+	}
+}
+
+// TestAllocMachinePublish requires Publish in confirm mode, AppendOutbound
+// into a reused buffer, and (every 64 publishes) Feed of a basic.ack
+// multiple and its EventConfirm, not to allocate once warmed.
+func TestAllocMachinePublish(t *testing.T) {
+	r := newPublishRig(t)
+	var err error
+	allocs := testing.AllocsPerRun(20*machineAckEvery, func() {
+		if e := r.publish(); e != nil && err == nil {
+			err = e
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.confirmed < 20*machineAckEvery {
+		t.Fatalf("only %d publishes confirmed", r.confirmed)
+	}
+	if allocs != 0 {
+		t.Errorf("%v allocations per publish, want 0", allocs)
+	}
+}
