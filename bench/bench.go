@@ -1,5 +1,7 @@
-// Package bench holds Warren's codec benchmarks and allocation tests; it
-// has no code of its own besides this documentation.
+// Package bench holds Warren's codec and state-machine benchmarks and
+// allocation tests; it has no code of its own besides this documentation.
+// (The side-by-side comparison with amqp091-go is the separate module in
+// compare/, so that amqp091-go stays out of Warren's go.mod.)
 //
 // What is measured (bench_test.go), each reporting ns/op, MB/s of wire
 // bytes and allocs/op:
@@ -17,6 +19,14 @@
 //   - BenchmarkTableDecode: proto.ReadTable of a realistic headers table of
 //     eight fields of mixed kinds, a nested table and an array included.
 //     Decoded tables own their memory, so this one allocates.
+//
+// machine_test.go measures proto/statemachine driven without sockets from
+// pre-encoded server bytes: BenchmarkMachineDeliver (and
+// BenchmarkMachineDeliverAck) feed deliveries in 64 KiB chunks and pull the
+// events; BenchmarkMachinePublish publishes in confirm mode and feeds
+// multiple acks; BenchmarkMachinePublishManyOutstanding confirms 200,000
+// outstanding publishes with one ack, showing O(1) amortised bookkeeping.
+// All four target zero allocations (machine_alloc_test.go asserts it).
 //
 // alloc_test.go turns the two zero-allocation targets into tests
 // (TestAllocParseDeliver, TestAllocAppendPublish) that CI runs without the

@@ -1,6 +1,7 @@
 // Package fuzz holds Warren's native Go fuzz targets for the AMQP 0-9-1
-// codec in proto and proto/frames. It has no non-test code; the targets live
-// in fuzz_test.go:
+// codec in proto and proto/frames and for the sans-IO core in
+// proto/statemachine. It has no non-test code; the codec targets live in
+// fuzz_test.go, the core's in machine_test.go:
 //
 //   - FuzzFrameReader feeds arbitrary bytes to a loop of frames.ReadFrame
 //     (with frame_max 4096 and with no limit), decoding method frames with a
@@ -20,6 +21,11 @@
 //   - FuzzMethodRoundTrip lets github.com/google/gofuzz fill a method struct
 //     (chosen by the first input byte) with random values, tables of every
 //     field kind included, and checks encode → decode → equal.
+//   - FuzzMachine completes a handshake, opens channels, publishes and
+//     consumes, then feeds arbitrary server bytes, whole and in
+//     input-derived splits, then timeouts and EOF: never a panic, the same
+//     events both ways, every error one the machine documents, bounded
+//     output, and exactly one EventClosed at the end.
 //
 // The seed corpus is the project's own hand-made vectors (vectors_test.go,
 // written byte by byte from the spec) and, in testdata/fuzz/<Target>/, a
