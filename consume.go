@@ -138,7 +138,18 @@ func (cs *Consumer) Err() error {
 	return cs.cons.err
 }
 
-// Consume starts a consumer on queue (basic.consume).
+// Consume starts a consumer on queue (basic.consume). Deliveries arrive on
+// the Consumer's bounded Go channel rather than through a callback: a
+// channel composes with select and contexts, keeps the user's code off the
+// connection's reader goroutine, and makes back-pressure explicit.
+//
+// The policy: each consumer's buffer holds Config.ConsumerBuffer
+// deliveries; a manual-ack consumer gets a prefetch no larger than that by
+// default, so its buffer never fills; when a buffer does fill (auto-ack,
+// or a larger prefetch) the reader waits, which pushes back on the broker
+// through TCP, instead of growing memory or dropping a message. A
+// consumer that nobody drains therefore holds up the other consumers of
+// the connection: give it its own connection, or use manual acks.
 func (ch *Channel) Consume(ctx context.Context, queue string, opts ConsumeOptions) (*Consumer, error) {
 	if err := ch.ready(ctx); err != nil {
 		return nil, err

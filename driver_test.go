@@ -246,3 +246,63 @@ func TestDriverContextBoundsWaits(t *testing.T) {
 		require.ErrorIs(t, err, ErrMaybeSent)
 	})
 }
+
+// channel.flow from the broker pauses publishing on the channel: publishes
+// wait (honouring their context) until flow resumes.
+func TestDriverChannelFlowPausesPublishes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		resume := make(chan struct{})
+		published := make(chan string, 4)
+		connector := &netpipe.Connector{Serve: func(n int, server *netpipe.Conn) {
+			b := newScripted(t, server)
+			if b.handshake(0) != nil || b.answerChannel(false) != nil {
+				return
+			}
+			b.send(1, &frames.ChannelFlow{Active: false})
+			if m, _, err := b.readMethod(); err != nil || m.Key() != frames.MethodChannelFlowOK {
+				return
+			}
+			<-resume
+			b.send(1, &frames.ChannelFlow{Active: true})
+			for {
+				m, _, err := b.readMethod()
+				if err != nil {
+					return
+				}
+				switch m := m.(type) {
+				case *frames.BasicPublish:
+					published <- m.RoutingKey
+				case *frames.ConnectionClose:
+					b.send(0, &frames.ConnectionCloseOK{})
+					_, _ = io.Copy(io.Discard, server)
+					return
+				}
+			}
+		}}
+		defer connector.Wait()
+		ctx := context.Background()
+		conn, err := Connect(ctx, connector, Config{})
+		require.NoError(t, err)
+		ch, err := conn.Channel(ctx)
+		require.NoError(t, err)
+		synctest.Wait() // the flow=false has been handled
+
+		short, cancel := context.WithTimeout(ctx, time.Second)
+		err = ch.Publish(short, "", "paused", Publishing{Body: []byte("x")})
+		cancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+
+		done := make(chan error, 1)
+		go func() { done <- ch.Publish(ctx, "", "resumed", Publishing{Body: []byte("y")}) }()
+		synctest.Wait()
+		select {
+		case err := <-done:
+			t.Fatalf("publish went out while flow was off: %v", err)
+		default:
+		}
+		close(resume)
+		require.NoError(t, <-done)
+		require.Equal(t, "resumed", <-published, "the paused publish was never sent")
+		require.NoError(t, conn.Close(ctx))
+	})
+}
