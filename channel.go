@@ -36,6 +36,7 @@ type Channel struct {
 	onConfirm   []func(Confirm)
 	onReturn    []func(Return)
 	onClose     []func(error)
+	pub         frames.BasicPublish // scratch for publish (guarded by conn.mu)
 }
 
 // Confirm is one basic.ack or basic.nack from the broker (the seed's
@@ -147,6 +148,12 @@ func (ch *Channel) ready(ctx context.Context) error {
 		c.log.Debug("amqp channel reopened after an error", "channel", ch.ID(), "incarnation", ch.Incarnation())
 		return nil
 	}
+}
+
+// openLocked reports whether calls may go out on the current incarnation
+// without (re)opening it first.
+func (ch *Channel) openLocked() bool {
+	return ch.lastErr == nil && ch.reopening == nil && !ch.userClosed
 }
 
 // ID returns the channel's current id (it may change when the channel is

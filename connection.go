@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/warren-amqp/warren/proto"
+	"github.com/warren-amqp/warren/proto/frames"
 	"github.com/warren-amqp/warren/proto/statemachine"
 )
 
@@ -66,7 +67,7 @@ type Connection struct {
 	m             *statemachine.Conn
 	chans         map[uint16]*Channel
 	opening       map[uint16]chan error // OpenChannel waiters by channel id
-	waitRoom      chan struct{}         // closed and replaced when outbound bytes are written or the broker unblocks
+	waitRoom      chan struct{}         // made by a waiter; closed (and dropped) when outbound bytes are written, flow resumes or the broker unblocks
 	writing       int                   // bytes taken by the writer and not yet written
 	blocked       bool
 	err           error // why the connection closed
@@ -84,6 +85,11 @@ type Connection struct {
 	notify    notifier
 	topo      topology
 	connector Connector
+
+	// Reader state, guarded by mu.
+	strings frames.Interner     // repeating property strings
+	intern  func([]byte) string // strings.String, bound once
+	slab    []byte              // block that small delivery bodies are copied into
 }
 
 // Blocking is a connection.blocked (Active true, with the broker's
@@ -146,13 +152,13 @@ func Open(ctx context.Context, nc net.Conn, cfg Config) (*Connection, error) {
 		m:         m,
 		chans:     make(map[uint16]*Channel),
 		opening:   make(map[uint16]chan error),
-		waitRoom:  make(chan struct{}),
 		connected: make(chan struct{}),
 		writeWake: make(chan struct{}, 1),
 		done:      make(chan struct{}),
 		dying:     make(chan struct{}),
 	}
 	c.notify.init()
+	c.intern = c.strings.String
 	m.Start(time.Now())
 	c.wg.Add(3)
 	go c.readLoop()
@@ -200,15 +206,17 @@ func (c *Connection) kickReader() {
 // sender.
 func (c *Connection) readLoop() {
 	defer c.wg.Done()
-	buf := make([]byte, readBufferSize)
 	var acts []action
 	for {
+		// Read straight into the machine's input buffer: the reader is the
+		// only goroutine that feeds the machine or drains its events.
+		c.mu.Lock()
+		buf := c.m.ReadBuffer(readBufferSize)
+		c.mu.Unlock()
 		n, err := c.nc.Read(buf)
-		kicked := false
 		if err != nil && c.kickRead.Load() {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				kicked = true
 				c.kickRead.Store(false)
 				_ = c.nc.SetReadDeadline(time.Time{})
 				err = nil
@@ -216,7 +224,7 @@ func (c *Connection) readLoop() {
 		}
 		c.mu.Lock()
 		if n > 0 {
-			_ = c.m.Feed(buf[:n])
+			_ = c.m.Received(n)
 		}
 		if err != nil {
 			c.m.FeedEOF()
@@ -224,7 +232,6 @@ func (c *Connection) readLoop() {
 		acts = c.drainLocked(acts[:0])
 		closed := c.m.State() == statemachine.StateClosed
 		c.mu.Unlock()
-		_ = kicked
 		c.wakeWriter()
 		c.perform(acts)
 		clear(acts)
@@ -319,10 +326,19 @@ func (c *Connection) tick() {
 
 // roomLocked wakes publishers waiting for write-buffer room.
 func (c *Connection) roomLocked() {
-	if c.hasRoomLocked() {
+	if c.waitRoom != nil && c.hasRoomLocked() {
 		close(c.waitRoom)
+		c.waitRoom = nil
+	}
+}
+
+// roomChanLocked returns the channel roomLocked closes next, making it if
+// nobody waits yet (so writes cost nothing while nobody waits).
+func (c *Connection) roomChanLocked() chan struct{} {
+	if c.waitRoom == nil {
 		c.waitRoom = make(chan struct{})
 	}
+	return c.waitRoom
 }
 
 func (c *Connection) hasRoomLocked() bool {
@@ -474,7 +490,7 @@ func (c *Connection) waitRoomFor(ctx context.Context) error {
 			c.mu.Unlock()
 			return nil
 		}
-		room := c.waitRoom
+		room := c.roomChanLocked()
 		c.mu.Unlock()
 		select {
 		case <-room:

@@ -29,21 +29,48 @@ type Delivery struct {
 	HeaderErr error
 }
 
-// delivery copies an event's message into an owned Delivery.
+// delivery copies an event's message into an owned Delivery (reader
+// goroutine, under conn.mu).
 func (ch *Channel) delivery(m *statemachine.Message) Delivery {
+	c := ch.conn
 	d := Delivery{
 		ch: ch, incarnation: ch.incarnation,
 		ConsumerTag: m.ConsumerTag, DeliveryTag: m.DeliveryTag, Redelivered: m.Redelivered,
 		Exchange: m.Exchange, RoutingKey: m.RoutingKey, MessageCount: m.MessageCount,
-		Body: append([]byte(nil), m.Body...),
+		Body: c.copyBody(m.Body),
 	}
-	d.Properties, d.HeaderErr = m.Properties.Properties()
+	d.Properties, d.HeaderErr = m.Properties.PropertiesWith(c.intern)
 	if d.HeaderErr != nil { // keep what decoded: everything but the headers
 		hv := m.Properties
 		hv.Headers, hv.Flags = nil, hv.Flags&^proto.FlagHeaders
-		d.Properties, _ = hv.Properties()
+		d.Properties, _ = hv.PropertiesWith(c.intern)
 	}
 	return d
+}
+
+// Bodies of up to slabMaxBody bytes are carved out of shared blocks of
+// slabSize bytes: one allocation per block instead of one per message. A
+// delivery's body keeps its block reachable, so a program that keeps a
+// few small bodies for a long time holds up to slabSize each.
+const (
+	slabSize    = 64 << 10
+	slabMaxBody = 8 << 10
+)
+
+// copyBody returns an owned copy of b (reader goroutine, under conn.mu).
+func (c *Connection) copyBody(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	if len(b) > slabMaxBody {
+		return append([]byte(nil), b...)
+	}
+	if cap(c.slab)-len(c.slab) < len(b) {
+		c.slab = make([]byte, 0, slabSize)
+	}
+	start := len(c.slab)
+	c.slab = append(c.slab, b...)
+	return c.slab[start:len(c.slab):len(c.slab)] // full slice: appending to it cannot touch a neighbour
 }
 
 // Ack acknowledges the delivery (and with multiple, every earlier
@@ -51,21 +78,21 @@ func (ch *Channel) delivery(m *statemachine.Message) Delivery {
 // sending nothing, when the channel was reopened since the delivery
 // arrived.
 func (d *Delivery) Ack(multiple bool) error {
-	return d.settle(&frames.BasicAck{DeliveryTag: d.DeliveryTag, Multiple: multiple})
+	return d.settle(func(m *statemachine.Conn, id uint16) error { return m.Ack(id, d.DeliveryTag, multiple) })
 }
 
 // Nack rejects the delivery (basic.nack, a RabbitMQ extension), with
 // multiple for every earlier unacknowledged one, requeueing it or not.
 func (d *Delivery) Nack(multiple, requeue bool) error {
-	return d.settle(&frames.BasicNack{DeliveryTag: d.DeliveryTag, Multiple: multiple, Requeue: requeue})
+	return d.settle(func(m *statemachine.Conn, id uint16) error { return m.Nack(id, d.DeliveryTag, multiple, requeue) })
 }
 
 // Reject rejects the delivery (basic.reject), requeueing it or not.
 func (d *Delivery) Reject(requeue bool) error {
-	return d.settle(&frames.BasicReject{DeliveryTag: d.DeliveryTag, Requeue: requeue})
+	return d.settle(func(m *statemachine.Conn, id uint16) error { return m.Reject(id, d.DeliveryTag, requeue) })
 }
 
-func (d *Delivery) settle(m frames.Method) error {
+func (d *Delivery) settle(send func(m *statemachine.Conn, id uint16) error) error {
 	if d.ch == nil {
 		return errors.New("amqp: delivery has no channel")
 	}
@@ -75,7 +102,7 @@ func (d *Delivery) settle(m frames.Method) error {
 		c.mu.Unlock()
 		return fmt.Errorf("%w (delivery tag %d)", ErrStaleDelivery, d.DeliveryTag)
 	}
-	err := c.m.Call(d.ch.id, m)
+	err := send(c.m, d.ch.id)
 	c.mu.Unlock()
 	c.wakeWriter()
 	return err

@@ -82,33 +82,44 @@ func (ch *Channel) PublishWithConfirm(ctx context.Context, exchange, routingKey 
 }
 
 func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg *Publishing, wantConfirm bool) (*Confirmation, error) {
-	if err := ch.ready(ctx); err != nil {
-		return nil, err
-	}
 	c := ch.conn
+	c.mu.Lock()
 	for {
-		if err := c.waitRoomFor(ctx); err != nil {
+		switch {
+		case !ch.openLocked():
+			c.mu.Unlock()
+			if err := ch.ready(ctx); err != nil {
+				return nil, err
+			}
+			c.mu.Lock()
+			continue
+		case c.m.State() != statemachine.StateOpen:
+			err := c.closedErrLocked()
+			c.mu.Unlock()
 			return nil, err
 		}
-		c.mu.Lock()
 		if ch.flowActive && c.hasRoomLocked() {
 			break
 		}
-		room := c.waitRoom
+		room := c.roomChanLocked()
 		c.mu.Unlock()
 		select {
 		case <-room:
+		case <-c.done:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
+		c.mu.Lock()
 	}
 	defer c.wakeWriter()
 	defer c.mu.Unlock()
 	if wantConfirm && !ch.confirming {
 		return nil, ErrNotConfirmMode
 	}
-	m := frames.BasicPublish{Exchange: exchange, RoutingKey: routingKey, Mandatory: msg.Mandatory, Immediate: msg.Immediate}
-	seq, err := c.m.Publish(ch.id, &m, &msg.Properties, msg.Body)
+	// A field, not a local: a local would escape through the Method
+	// interface and cost an allocation per publish.
+	ch.pub = frames.BasicPublish{Exchange: exchange, RoutingKey: routingKey, Mandatory: msg.Mandatory, Immediate: msg.Immediate}
+	seq, err := c.m.Publish(ch.id, &ch.pub, &msg.Properties, msg.Body)
 	if err != nil {
 		return nil, ch.wrapErr(err)
 	}

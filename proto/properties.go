@@ -240,19 +240,28 @@ func (v *PropertiesView) Parse(b []byte) error {
 
 // Properties returns an owned copy of the view, decoding the headers.
 func (v *PropertiesView) Properties() (Properties, error) {
+	return v.PropertiesWith(func(b []byte) string { return string(b) })
+}
+
+// PropertiesWith is Properties with the strings that usually repeat from
+// message to message (content-type, content-encoding, expiration, type,
+// user-id, app-id and cluster-id) made by intern, for example a bounded
+// string table, so that converting them does not allocate each time.
+// Message-id, correlation-id and reply-to are copied as they come.
+func (v *PropertiesView) PropertiesWith(intern func([]byte) string) (Properties, error) {
 	p := Properties{
-		ContentType:     string(v.ContentType),
-		ContentEncoding: string(v.ContentEncoding),
+		ContentType:     intern(v.ContentType),
+		ContentEncoding: intern(v.ContentEncoding),
 		DeliveryMode:    v.DeliveryMode,
 		Priority:        v.Priority,
 		CorrelationID:   string(v.CorrelationID),
 		ReplyTo:         string(v.ReplyTo),
-		Expiration:      string(v.Expiration),
+		Expiration:      intern(v.Expiration),
 		MessageID:       string(v.MessageID),
-		Type:            string(v.Type),
-		UserID:          string(v.UserID),
-		AppID:           string(v.AppID),
-		ClusterID:       string(v.ClusterID),
+		Type:            intern(v.Type),
+		UserID:          intern(v.UserID),
+		AppID:           intern(v.AppID),
+		ClusterID:       intern(v.ClusterID),
 		Flags:           v.Flags,
 	}
 	if v.Flags&FlagTimestamp != 0 {

@@ -299,6 +299,35 @@ func (c *Conn) Publish(id uint16, m *frames.BasicPublish, p *proto.Properties, b
 	return seq, nil
 }
 
+// Ack sends basic.ack for deliveryTag on channel id: Call with a
+// *frames.BasicAck, without the allocation a method passed as an
+// interface costs.
+func (c *Conn) Ack(id uint16, deliveryTag uint64, multiple bool) error {
+	if _, err := c.usable(id); err != nil {
+		return err
+	}
+	c.scratch.ack = frames.BasicAck{DeliveryTag: deliveryTag, Multiple: multiple}
+	return c.sendMethod(id, &c.scratch.ack)
+}
+
+// Nack sends basic.nack for deliveryTag on channel id, like Ack.
+func (c *Conn) Nack(id uint16, deliveryTag uint64, multiple, requeue bool) error {
+	if _, err := c.usable(id); err != nil {
+		return err
+	}
+	c.scratch.nack = frames.BasicNack{DeliveryTag: deliveryTag, Multiple: multiple, Requeue: requeue}
+	return c.sendMethod(id, &c.scratch.nack)
+}
+
+// Reject sends basic.reject for deliveryTag on channel id, like Ack.
+func (c *Conn) Reject(id uint16, deliveryTag uint64, requeue bool) error {
+	if _, err := c.usable(id); err != nil {
+		return err
+	}
+	c.scratch.reject = frames.BasicReject{DeliveryTag: deliveryTag, Requeue: requeue}
+	return c.sendMethod(id, &c.scratch.reject)
+}
+
 // Confirming reports whether channel id is in confirm mode.
 func (c *Conn) Confirming(id uint16) bool {
 	ch := c.channel(id)

@@ -95,8 +95,13 @@ type Conn struct {
 	blocked     bool
 
 	channels []*channel // by id; nil when free
-	conn0    requestFIFO
-	tagSeq   uint64
+	scratch  struct {   // reused method values for the allocation-free commands
+		ack    frames.BasicAck
+		nack   frames.BasicNack
+		reject frames.BasicReject
+	}
+	conn0  requestFIFO
+	tagSeq uint64
 
 	// timers
 	now           time.Time
@@ -165,19 +170,63 @@ func (c *Conn) Start(now time.Time) {
 // Feed hands the machine bytes read from the peer, in any split. It copies
 // them; p may be reused at once. Frames are parsed as NextEvent is called.
 func (c *Conn) Feed(p []byte) error {
+	if err := c.feedable(); err != nil || len(p) == 0 {
+		return err
+	}
+	c.recvSinceTick = true
+	if c.broken {
+		return nil
+	}
+	c.compact()
+	c.in = append(c.in, p...)
+	return nil
+}
+
+// ReadBuffer is Feed without the copy, for a caller that reads from its
+// socket straight into the machine's input buffer: it returns at least min
+// bytes of free space at the end of that buffer; read into it, then call
+// Received with the count. Like Feed, it invalidates the slices of earlier
+// events. Nothing else may be called between ReadBuffer and Received but
+// commands, AppendOutbound, Deadline and HandleTimeout.
+func (c *Conn) ReadBuffer(min int) []byte {
+	c.compact()
+	if cap(c.in)-len(c.in) < min {
+		grown := make([]byte, len(c.in), max(2*cap(c.in), len(c.in)+min))
+		copy(grown, c.in)
+		c.in = grown
+	}
+	return c.in[len(c.in):cap(c.in)]
+}
+
+// Received records that n bytes were read into the slice ReadBuffer
+// returned, as Feed would.
+func (c *Conn) Received(n int) error {
+	if err := c.feedable(); err != nil || n == 0 {
+		return err
+	}
+	if n < 0 || n > cap(c.in)-len(c.in) {
+		return fmt.Errorf("amqp: Received(%d) with %d bytes of ReadBuffer space", n, cap(c.in)-len(c.in))
+	}
+	c.recvSinceTick = true
+	if c.broken {
+		return nil
+	}
+	c.in = c.in[:len(c.in)+n]
+	return nil
+}
+
+func (c *Conn) feedable() error {
 	switch c.state {
 	case StateNew:
 		return ErrNotStarted
 	case StateClosed:
 		return c.closedErr()
 	}
-	if len(p) == 0 {
-		return nil
-	}
-	c.recvSinceTick = true
-	if c.broken {
-		return nil
-	}
+	return nil
+}
+
+// compact drops the parsed bytes from the front of the input buffer.
+func (c *Conn) compact() {
 	if c.inOff > 0 {
 		n := copy(c.in, c.in[c.inOff:])
 		c.in, c.inOff = c.in[:n], 0
@@ -185,8 +234,6 @@ func (c *Conn) Feed(p []byte) error {
 			c.in = nil // do not keep a burst's buffer forever
 		}
 	}
-	c.in = append(c.in, p...)
-	return nil
 }
 
 // FeedEOF tells the machine the peer closed its side of the stream. Frames

@@ -72,3 +72,44 @@ func TestTraceAndFormattingHideThePassword(t *testing.T) {
 		require.NotContains(t, fmt.Sprintf(format, cfg), "Sup3rSecret", format)
 	}
 }
+
+// Ack, Nack and Reject write the same frames as Call with the method, and
+// refuse a channel that is not open without writing anything.
+func TestAckNackRejectShortcuts(t *testing.T) {
+	tc := newTestConn(t, testConfig())
+	tc.handshake()
+	tc.openChannel(1)
+	require.NoError(t, tc.conn.Ack(1, 7, true))
+	tc.wantMethod(1, &frames.BasicAck{DeliveryTag: 7, Multiple: true})
+	require.NoError(t, tc.conn.Nack(1, 8, false, true))
+	tc.wantMethod(1, &frames.BasicNack{DeliveryTag: 8, Requeue: true})
+	require.NoError(t, tc.conn.Reject(1, 9, false))
+	tc.wantMethod(1, &frames.BasicReject{DeliveryTag: 9})
+	require.ErrorIs(t, tc.conn.Ack(2, 1, false), ErrChannelNotOpen)
+	require.ErrorIs(t, tc.conn.Nack(2, 1, false, false), ErrChannelNotOpen)
+	require.ErrorIs(t, tc.conn.Reject(2, 1, false), ErrChannelNotOpen)
+	tc.wantIdle()
+}
+
+// ReadBuffer and Received feed the machine without a copy and give the
+// same events as Feed, whatever the read sizes.
+func TestReadBufferReceivedMatchesFeed(t *testing.T) {
+	stream := append(methodFrame(t, 0, serverStart("PLAIN")), methodFrame(t, 0, serverTune())...)
+	stream = append(stream, methodFrame(t, 0, &frames.ConnectionOpenOK{})...)
+	for _, chunk := range []int{1, 3, 7, 64, len(stream)} {
+		c, err := NewConn(testConfig())
+		require.NoError(t, err)
+		c.Start(testStart)
+		var kinds []EventKind
+		for off := 0; off < len(stream); off += chunk {
+			n := copy(c.ReadBuffer(chunk), stream[off:min(off+chunk, len(stream))])
+			require.NoError(t, c.Received(n))
+			for e := c.NextEvent(); e.Kind != EventNone; e = c.NextEvent() {
+				kinds = append(kinds, e.Kind)
+			}
+		}
+		require.Equal(t, []EventKind{EventConnected}, kinds, "chunk %d", chunk)
+		require.Equal(t, StateOpen, c.State())
+		require.Error(t, c.Received(1<<30), "more than ReadBuffer offered")
+	}
+}
