@@ -79,6 +79,7 @@ type Connection struct {
 	dyingOnce     sync.Once
 
 	writeWake chan struct{}
+	armed     time.Time   // the deadline the writer's timer is set for (guarded by mu)
 	kickRead  atomic.Bool // the reader must drain events (set before interrupting its Read)
 	done      chan struct{}
 	wg        sync.WaitGroup
@@ -231,8 +232,11 @@ func (c *Connection) readLoop() {
 		}
 		acts = c.drainLocked(acts[:0])
 		closed := c.m.State() == statemachine.StateClosed
+		wake := closed || c.writerNeededLocked()
 		c.mu.Unlock()
-		c.wakeWriter()
+		if wake {
+			c.wakeWriter()
+		}
 		c.perform(acts)
 		clear(acts)
 		if closed {
@@ -262,6 +266,7 @@ func (c *Connection) writeLoop() {
 		out = c.m.AppendOutbound(out[:0])
 		c.writing = len(out)
 		deadline := c.m.Deadline()
+		c.armed = deadline
 		closed := c.m.State() == statemachine.StateClosed
 		c.mu.Unlock()
 
@@ -314,6 +319,17 @@ func (c *Connection) writeLoop() {
 		}
 		timer.Stop()
 	}
+}
+
+// writerNeededLocked reports whether the writer has something to do: bytes
+// to write, or a deadline earlier than the one its timer is set for. The
+// reader wakes it only then, sparing a goroutine switch per read.
+func (c *Connection) writerNeededLocked() bool {
+	if c.m.OutboundLen() > 0 {
+		return true
+	}
+	d := c.m.Deadline()
+	return !d.IsZero() && (c.armed.IsZero() || d.Before(c.armed))
 }
 
 // tick passes the time in and lets the reader report what it caused.
