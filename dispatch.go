@@ -228,8 +228,10 @@ func (c *Connection) drainLocked(acts []action) []action {
 				close(sub)
 			}
 			c.blockSubs = nil
-			close(c.waitRoom)
-			c.waitRoom = make(chan struct{})
+			if c.waitRoom != nil {
+				close(c.waitRoom)
+				c.waitRoom = nil
+			}
 			c.markDying()
 			if e.Err != nil {
 				c.log.Info("amqp connection closed", "error", e.Err)
