@@ -8,7 +8,6 @@ package warren
 
 import (
 	"context"
-	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -20,9 +19,8 @@ import (
 // watermarkArgs reads the broker's memory high watermark and returns the
 // rabbitmqctl arguments that set it back.
 func watermarkArgs(t *testing.T) []string {
-	out, err := exec.Command("rabbitmqctl", "eval", "vm_memory_monitor:get_vm_memory_high_watermark().").CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	out := rabbitmqctl(t, "eval", "vm_memory_monitor:get_vm_memory_high_watermark().")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
 	v := strings.TrimSpace(lines[len(lines)-1])
 	if m := regexp.MustCompile(`^\{absolute,\s*(\d+)\}$`).FindStringSubmatch(v); m != nil {
 		return []string{"set_vm_memory_high_watermark", "absolute", m[1]}
@@ -31,17 +29,12 @@ func watermarkArgs(t *testing.T) []string {
 	return []string{"set_vm_memory_high_watermark", v}
 }
 
-func rabbitmqctl(t *testing.T, args ...string) {
-	out, err := exec.Command("rabbitmqctl", args...).CombinedOutput()
-	require.NoError(t, err, "rabbitmqctl %v: %s", args, out)
-}
-
 // connection.blocked: RabbitMQ blocks a connection once it publishes during
 // a memory alarm. Later publishes then wait (honouring their context) and
 // resume when the alarm clears.
 func TestBrokerGlobalBlocked(t *testing.T) {
 	restore := watermarkArgs(t)
-	t.Cleanup(func() { rabbitmqctl(t, restore...) })
+	t.Cleanup(func() { rabbitmqctl(t, restore...) }) // also restored by .ci/run if the test binary dies
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
