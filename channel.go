@@ -228,7 +228,7 @@ func (ch *Channel) onClosedLocked(acts []action, err error) []action {
 	}
 	ch.waiters = nil
 	ch.confirms.Drain(func(seq uint64, cf *Confirmation) {
-		cf.resolve(false, false, fmt.Errorf("%w: %w", ErrMaybeSent, failWith))
+		cf.resolve(false, fmt.Errorf("%w: %w", ErrMaybeSent, failWith))
 	})
 	// The next incarnation is a new AMQP channel whose confirms the broker
 	// numbers from 1 again, as the machine does: restart the numbering.

@@ -35,7 +35,7 @@ type Confirmation struct {
 	err  error
 }
 
-func (cf *Confirmation) resolve(ack bool, _ bool, err error) {
+func (cf *Confirmation) resolve(ack bool, err error) {
 	cf.ack, cf.err = ack, err
 	close(cf.done)
 }
@@ -135,7 +135,7 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 // the user's confirm callbacks.
 func (ch *Channel) onConfirmLocked(acts []action, tag uint64, multiple, ack bool) []action {
 	ch.confirms.Resolve(tag, multiple, func(_ uint64, cf *Confirmation) {
-		cf.resolve(ack, false, nil)
+		cf.resolve(ack, nil)
 	})
 	if len(ch.onConfirm) > 0 {
 		fns := ch.onConfirm
