@@ -1,7 +1,8 @@
 // Package frames is Warren's AMQP 0-9-1 frame codec: the protocol header,
 // the four frame types (method, content header, body, heartbeat), and every
 // method of the protocol with RabbitMQ's extensions, generated from the
-// project's own protocol description (internal/protocol/amqp.def).
+// project's own protocol description (internal/protocol/amqp.def at the
+// repository root).
 //
 // The codec has no state beyond reusable buffers, performs no I/O and
 // starts no goroutines. Decoding works on byte slices:
@@ -29,4 +30,4 @@
 // functions are, since they share nothing.
 package frames
 
-//go:generate go run ./internal/gen -out methods_gen.go
+//go:generate go run ../../internal/protocol/gen -out methods_gen.go

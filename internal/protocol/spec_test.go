@@ -186,9 +186,9 @@ type xmlField struct {
 	Reserved string `xml:"reserved,attr"`
 }
 
-// xmlSpecPath is /work/shared/spec/… seen from this package's directory,
-// /work/main/proto/frames/internal/protocol.
-var xmlSpecPath = filepath.Join("..", "..", "..", "..", "..", "shared", "spec", "amqp0-9-1.stripped.extended.xml")
+// xmlSpecPath is ../shared/spec/… of the repository root, seen from this
+// package's directory, internal/protocol.
+var xmlSpecPath = filepath.Join("..", "..", "..", "shared", "spec", "amqp0-9-1.stripped.extended.xml")
 
 func loadXMLSpec(t *testing.T) *xmlSpec {
 	t.Helper()

@@ -1,6 +1,6 @@
 // Package protocol reads Warren's own description of AMQP 0-9-1 with
 // RabbitMQ's extensions (amqp.def, embedded) into Go values. The frame
-// codec's method code is generated from it (see ../gen), and a test
+// codec's method code (proto/frames/methods_gen.go) is generated from it by ./gen, and a test
 // cross-checks it against the published XML spec when ../shared/spec is
 // present.
 //
