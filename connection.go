@@ -174,13 +174,13 @@ func Open(ctx context.Context, nc net.Conn, cfg Config) (*Connection, error) {
 		c.wg.Wait()
 		return nil, c.err
 	case <-ctx.Done():
-		c.abort(ctx.Err())
+		c.abort()
 		return nil, fmt.Errorf("amqp: handshake: %w", ctx.Err())
 	}
 }
 
 // abort tears the connection down without a close handshake.
-func (c *Connection) abort(err error) {
+func (c *Connection) abort() {
 	c.mu.Lock()
 	c.m.FeedEOF() // the machine reports every channel and the connection closed
 	c.mu.Unlock()
