@@ -81,6 +81,7 @@ type Connection struct {
 	writeWake chan struct{}
 	armed     time.Time   // the deadline the writer's timer is set for (guarded by mu)
 	kickRead  atomic.Bool // the reader must drain events (set before interrupting its Read)
+	inHandler atomic.Bool // the reader is running a ConsumeOptions.Handler
 	done      chan struct{}
 	wg        sync.WaitGroup
 	notify    notifier

@@ -244,11 +244,31 @@ func (c *Connection) drainLocked(acts []action) []action {
 // in its consumer's buffer (back-pressure on the socket), unless the
 // consumer is cancelled or the connection is dying.
 func (c *Connection) perform(acts []action) {
+	handled := false
+	defer func() {
+		// Acks made by handlers did not wake the writer one by one: wake it
+		// once for all of them.
+		if handled {
+			c.mu.Lock()
+			need := c.writerNeededLocked()
+			c.mu.Unlock()
+			if need {
+				c.wakeWriter()
+			}
+		}
+	}()
 	for i := range acts {
 		a := &acts[i]
 		switch a.kind {
 		case actDeliver:
 			if a.cons.ended {
+				continue
+			}
+			if a.cons.handler != nil {
+				handled = true
+				c.inHandler.Store(true)
+				a.cons.handler(a.d)
+				c.inHandler.Store(false)
 				continue
 			}
 			select {

@@ -239,3 +239,42 @@ func TestBrokerChannelErrAndNotifyClose(t *testing.T) {
 		t.Fatal("no close notification for Close")
 	}
 }
+
+// A Handler consumer receives every delivery on the reader goroutine, in
+// order, can ack from there, and its Deliveries channel closes when it is
+// cancelled.
+func TestBrokerHandlerConsumer(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c := dialTest(t, Config{})
+	ch, err := c.Channel(ctx)
+	require.NoError(t, err)
+	q, err := ch.QueueDeclare(ctx, "", QueueOptions{Exclusive: true})
+	require.NoError(t, err)
+	const n = 500
+	got := make(chan string, n)
+	cons, err := ch.Consume(ctx, q.Name, ConsumeOptions{Handler: func(d Delivery) {
+		got <- string(d.Body)
+		if err := d.Ack(false); err != nil {
+			t.Errorf("ack: %v", err)
+		}
+	}})
+	require.NoError(t, err)
+	for i := 0; i < n; i++ {
+		require.NoError(t, ch.Publish(ctx, "", q.Name, Publishing{Body: []byte(fmt.Sprint(i))}))
+	}
+	for i := 0; i < n; i++ {
+		select {
+		case body := <-got:
+			require.Equal(t, fmt.Sprint(i), body)
+		case <-ctx.Done():
+			t.Fatalf("delivery %d never reached the handler", i)
+		}
+	}
+	require.NoError(t, cons.Cancel(ctx))
+	_, open := <-cons.Deliveries()
+	require.False(t, open)
+	q2, err := ch.QueueDeclare(ctx, q.Name, QueueOptions{Passive: true})
+	require.NoError(t, err)
+	require.Zero(t, q2.Messages, "every message was acked from the handler")
+}

@@ -46,10 +46,10 @@ type confirmation interface {
 	Wait(ctx context.Context) (acked bool, err error)
 }
 
-func clientByName(name string) (client, error) {
+func clientByName(name string, warrenHandler bool) (client, error) {
 	switch name {
 	case clientWarren:
-		return warrenClient{}, nil
+		return warrenClient{handler: warrenHandler}, nil
 	case clientAMQP091:
 		return amqpClient{}, nil
 	}
@@ -58,11 +58,14 @@ func clientByName(name string) (client, error) {
 
 // ---- Warren ----
 
-type warrenClient struct{}
+// warrenClient runs Warren; with handler, its consumers take deliveries
+// through ConsumeOptions.Handler (on the reader goroutine) rather than the
+// Deliveries channel.
+type warrenClient struct{ handler bool }
 
 func (warrenClient) Name() string { return clientWarren }
 
-func (warrenClient) Dial(ctx context.Context, url string) (session, error) {
+func (wc warrenClient) Dial(ctx context.Context, url string) (session, error) {
 	conn, err := warren.Dial(ctx, url)
 	if err != nil {
 		return nil, err
@@ -72,12 +75,13 @@ func (warrenClient) Dial(ctx context.Context, url string) (session, error) {
 		conn.Close(ctx)
 		return nil, err
 	}
-	return &warrenSession{conn: conn, ch: ch}, nil
+	return &warrenSession{conn: conn, ch: ch, handler: wc.handler}, nil
 }
 
 type warrenSession struct {
-	conn *warren.Connection
-	ch   *warren.Channel
+	conn    *warren.Connection
+	ch      *warren.Channel
+	handler bool
 }
 
 var warrenProps = proto.Properties{ContentType: contentType, DeliveryMode: proto.Transient}
@@ -102,6 +106,9 @@ func (s *warrenSession) Sync(ctx context.Context, queue string) error {
 }
 
 func (s *warrenSession) ConsumeN(ctx context.Context, queue string, n int, noAck bool, start, stop func()) error {
+	if s.handler {
+		return s.consumeHandler(ctx, queue, n, noAck, start, stop)
+	}
 	start()
 	cons, err := s.ch.Consume(ctx, queue, warren.ConsumeOptions{ConsumerTag: consumerTag, NoAck: noAck, Prefetch: prefetch})
 	if err != nil {
@@ -223,3 +230,41 @@ func (s *amqpSession) ConsumeN(ctx context.Context, queue string, n int, noAck b
 }
 
 func (s *amqpSession) Close(context.Context) error { return s.conn.Close() }
+
+// consumeHandler is ConsumeN with a Handler consumer.
+func (s *warrenSession) consumeHandler(ctx context.Context, queue string, n int, noAck bool, start, stop func()) error {
+	start()
+	done := make(chan error, 1)
+	count := 0
+	cons, err := s.ch.Consume(ctx, queue, warren.ConsumeOptions{ConsumerTag: consumerTag, NoAck: noAck, Prefetch: prefetch,
+		Handler: func(d warren.Delivery) {
+			if count >= n {
+				return
+			}
+			count++
+			if !noAck {
+				if err := d.Ack(false); err != nil {
+					count = n
+					done <- err
+					return
+				}
+			}
+			if count == n {
+				done <- nil
+			}
+		}})
+	if err != nil {
+		stop()
+		return err
+	}
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("handler consumer: %w", ctx.Err())
+	}
+	stop()
+	if err != nil {
+		return err
+	}
+	return cons.Cancel(ctx)
+}

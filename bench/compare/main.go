@@ -130,6 +130,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	rabbit := fs.String("rabbitmq", "auto", "broker-bound cases: auto, on or off")
 	profileDir := fs.String("profile", "", "write pprof files of every measured region to this directory")
 	verbose := fs.Bool("v", false, "print each run to stderr")
+	warrenHandler := fs.Bool("warren-handler", false, "Warren consumers use ConsumeOptions.Handler instead of the Deliveries channel")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -143,7 +144,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	var clients []client
 	for _, name := range strings.Split(*clientsFlag, ",") {
-		cl, err := clientByName(strings.TrimSpace(name))
+		cl, err := clientByName(strings.TrimSpace(name), *warrenHandler)
 		if err != nil {
 			return fail("-clients: %v", err)
 		}
