@@ -117,7 +117,7 @@ type consumer struct {
 	onCancel   func(tag string)
 	handler    func(Delivery) // ConsumeOptions.Handler: called on the reader goroutine instead of sending
 	ended      bool           // deliveries closed (reader goroutine only)
-	err        error // why it ended (guarded by conn.mu)
+	err        error          // why it ended (guarded by conn.mu)
 }
 
 // ConsumeOptions are the options of basic.consume.
