@@ -493,31 +493,6 @@ func (c *Connection) UpdateSecret(ctx context.Context, secret, reason string) er
 	return err
 }
 
-// waitRoomFor waits until the write buffer has room and the broker does
-// not block the connection.
-func (c *Connection) waitRoomFor(ctx context.Context) error {
-	for {
-		c.mu.Lock()
-		if c.m.State() != statemachine.StateOpen {
-			err := c.closedErrLocked()
-			c.mu.Unlock()
-			return err
-		}
-		if c.hasRoomLocked() {
-			c.mu.Unlock()
-			return nil
-		}
-		room := c.roomChanLocked()
-		c.mu.Unlock()
-		select {
-		case <-room:
-		case <-c.done:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-}
-
 func (c *Connection) closedErrLocked() error {
 	if err := c.m.Err(); err != nil {
 		return fmt.Errorf("%w: %w", ErrClosed, err)

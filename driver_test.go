@@ -22,7 +22,6 @@ type scriptedBroker struct {
 	t    *testing.T
 	conn net.Conn
 	buf  []byte
-	p    frames.Parser
 }
 
 func (b *scriptedBroker) readFrame() (frames.Frame, error) {

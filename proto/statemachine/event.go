@@ -141,8 +141,6 @@ type eventQueue struct {
 
 func (q *eventQueue) push(e Event) { q.buf = append(q.buf, e) }
 
-func (q *eventQueue) len() int { return len(q.buf) - q.head }
-
 // pop returns the oldest event, or nil when there is none. The pointer is
 // valid until the next push: copy the event out at once. NextEvent copies
 // it once, into its result; returning the 520-byte Event by value with an

@@ -276,13 +276,6 @@ func (tc *testConn) advance(d time.Duration) {
 	tc.pump()
 }
 
-// advanceTo moves the clock to t.
-func (tc *testConn) advanceTo(t time.Time) {
-	tc.t.Helper()
-	require.False(tc.t, t.Before(tc.now), "advanceTo into the past")
-	tc.advance(t.Sub(tc.now))
-}
-
 // nextFrame takes the next outbound frame; ok is false when there is none.
 func (tc *testConn) nextFrame() (f frames.Frame, ok bool) {
 	tc.t.Helper()
