@@ -97,7 +97,7 @@ func (ch *Channel) open(ctx context.Context) error {
 		ch.waiters = append(ch.waiters, newWaiter())
 	}
 	c.mu.Unlock()
-	c.wakeWriter()
+	c.flushDirect()
 	select {
 	case err := <-wait:
 		return err
@@ -192,7 +192,7 @@ func (ch *Channel) call(ctx context.Context, m frames.Method) (frames.Method, *D
 	w := newWaiter()
 	ch.waiters = append(ch.waiters, w)
 	c.mu.Unlock()
-	c.wakeWriter()
+	c.flushDirect()
 	reply, err := w.wait(ctx)
 	return reply, w.msg, err
 }
@@ -281,7 +281,7 @@ func (ch *Channel) Close(ctx context.Context) error {
 	}
 	ch.waiters = append(ch.waiters, w) // resolved when the channel closes
 	c.mu.Unlock()
-	c.wakeWriter()
+	c.flushDirect()
 	_, err := w.wait(ctx)
 	if errors.Is(err, ErrClosed) {
 		return nil

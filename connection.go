@@ -61,6 +61,7 @@ const (
 type Connection struct {
 	cfg Config
 	nc  net.Conn
+	raw *rawWriter // non-blocking writes for direct flushes; nil when the transport has no file descriptor
 	log *slog.Logger
 
 	mu            sync.Mutex
@@ -68,7 +69,11 @@ type Connection struct {
 	chans         map[uint16]*Channel
 	opening       map[uint16]chan error // OpenChannel waiters by channel id
 	waitRoom      chan struct{}         // made by a waiter; closed (and dropped) when outbound bytes are written, flow resumes or the broker unblocks
-	writing       int                   // bytes taken by the writer and not yet written
+	writing       int                   // bytes taken from the machine and not yet written
+	wbusy         bool                  // the writer or a direct flush owns the socket's write side
+	carry         []byte                // bytes a direct flush could not write; the writer writes them first
+	dbuf          []byte                // a direct flush's buffer (owned by whoever set wbusy for it)
+	flushes       flushStats            // how writes were made, for tests
 	blocked       bool
 	err           error // why the connection closed
 	connected     chan struct{}
@@ -150,6 +155,7 @@ func Open(ctx context.Context, nc net.Conn, cfg Config) (*Connection, error) {
 	c := &Connection{
 		cfg:       cfg,
 		nc:        nc,
+		raw:       newRawWriter(nc),
 		log:       log,
 		m:         m,
 		chans:     make(map[uint16]*Channel),
@@ -264,8 +270,16 @@ func (c *Connection) writeLoop() {
 	defer timer.Stop()
 	for {
 		c.mu.Lock()
-		out = c.m.AppendOutbound(out[:0])
-		c.writing = len(out)
+		out = out[:0]
+		if !c.wbusy { // else a direct flush is writing; it wakes us when it is done
+			if len(c.carry) > 0 {
+				out = append(out, c.carry...)
+				c.carry = nil
+			}
+			out = c.m.AppendOutbound(out)
+			c.writing = len(out)
+			c.wbusy = len(out) > 0
+		}
 		deadline := c.m.Deadline()
 		c.armed = deadline
 		closed := c.m.State() == statemachine.StateClosed
@@ -279,6 +293,7 @@ func (c *Connection) writeLoop() {
 			w += n
 			c.mu.Lock()
 			c.writing = len(out) - w
+			c.wbusy = w < len(out)
 			c.roomLocked()
 			c.mu.Unlock()
 			if err == nil {
@@ -320,6 +335,51 @@ func (c *Connection) writeLoop() {
 		}
 		timer.Stop()
 	}
+}
+
+// flushDirect writes what the machine has queued from the calling
+// goroutine, which is about to wait for the broker's answer, when nobody
+// else is writing and the socket takes the bytes without blocking. On a
+// request/response exchange, waking the writer goroutine instead costs
+// more CPU than the write itself. What the socket does not take now is
+// left to the writer, which also meets any write error again.
+func (c *Connection) flushDirect() {
+	c.mu.Lock()
+	if c.raw == nil || c.wbusy || len(c.carry) > 0 || c.m.OutboundLen() == 0 || c.m.State() != statemachine.StateOpen {
+		need := len(c.carry) > 0 || c.writerNeededLocked()
+		c.mu.Unlock()
+		if need {
+			c.wakeWriter()
+		}
+		return
+	}
+	c.wbusy = true
+	c.dbuf = c.m.AppendOutbound(c.dbuf[:0])
+	c.writing = len(c.dbuf)
+	c.mu.Unlock()
+
+	n, _ := c.raw.tryWrite(c.dbuf)
+
+	c.mu.Lock()
+	c.wbusy = false
+	c.flushes.direct++
+	if n < len(c.dbuf) {
+		c.flushes.partial++
+		c.carry = c.dbuf[n:]
+	}
+	c.writing = len(c.carry)
+	c.roomLocked()
+	need := len(c.carry) > 0 || c.writerNeededLocked()
+	c.mu.Unlock()
+	if need {
+		c.wakeWriter()
+	}
+}
+
+// flushStats counts direct flushes (guarded by mu).
+type flushStats struct {
+	direct  int // writes made by flushDirect
+	partial int // of which the socket took only part
 }
 
 // writerNeededLocked reports whether the writer has something to do: bytes
@@ -488,7 +548,7 @@ func (c *Connection) UpdateSecret(ctx context.Context, secret, reason string) er
 	}
 	c.secretWaiters = append(c.secretWaiters, w)
 	c.mu.Unlock()
-	c.wakeWriter()
+	c.flushDirect()
 	_, err := w.wait(ctx)
 	return err
 }

@@ -14,6 +14,7 @@ import (
 // owns its memory.
 type Delivery struct {
 	ch          *Channel
+	cons        *consumer // nil for Get
 	incarnation uint64
 
 	ConsumerTag  string
@@ -104,7 +105,13 @@ func (d *Delivery) settle(send func(m *statemachine.Conn, id uint16) error) erro
 	}
 	err := send(c.m, d.ch.id)
 	c.mu.Unlock()
-	if !c.inHandler.Load() { // a handler's acks are flushed together after the batch
+	switch {
+	case c.inHandler.Load(): // a handler's acks are flushed together after the batch
+	case d.cons == nil || len(d.cons.deliveries) == 0:
+		// The consumer has caught up and is about to wait: write its acks
+		// now rather than waking the writer for them.
+		c.flushDirect()
+	default:
 		c.wakeWriter()
 	}
 	return err
@@ -228,7 +235,7 @@ func (ch *Channel) Consume(ctx context.Context, queue string, opts ConsumeOption
 	w := newWaiter()
 	ch.waiters = append(ch.waiters, w)
 	c.mu.Unlock()
-	c.wakeWriter()
+	c.flushDirect()
 	if _, err := w.wait(ctx); err != nil {
 		return nil, err
 	}

@@ -159,7 +159,9 @@ func (c *Connection) drainLocked(acts []action) []action {
 				c.log.Warn("amqp delivery for an unknown consumer", "channel", e.Channel, "consumer_tag", e.Message.ConsumerTag)
 				continue
 			}
-			acts = append(acts, action{kind: actDeliver, cons: cons, d: ch.delivery(&e.Message)})
+			d := ch.delivery(&e.Message)
+			d.cons = cons
+			acts = append(acts, action{kind: actDeliver, cons: cons, d: d})
 		case statemachine.EventReturn:
 			ch := c.chans[e.Channel]
 			if ch == nil {
@@ -246,15 +248,11 @@ func (c *Connection) drainLocked(acts []action) []action {
 func (c *Connection) perform(acts []action) {
 	handled := false
 	defer func() {
-		// Acks made by handlers did not wake the writer one by one: wake it
-		// once for all of them.
+		// Acks made by handlers did not wake the writer one by one: write
+		// them all now, from here when the socket takes them, before the
+		// reader waits for more input.
 		if handled {
-			c.mu.Lock()
-			need := c.writerNeededLocked()
-			c.mu.Unlock()
-			if need {
-				c.wakeWriter()
-			}
+			c.flushDirect()
 		}
 	}()
 	for i := range acts {

@@ -111,9 +111,8 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 		}
 		c.mu.Lock()
 	}
-	defer c.wakeWriter()
-	defer c.mu.Unlock()
 	if wantConfirm && !ch.confirming {
+		c.mu.Unlock()
 		return nil, ErrNotConfirmMode
 	}
 	// A field, not a local: a local would escape through the Method
@@ -121,13 +120,28 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 	ch.pub = frames.BasicPublish{Exchange: exchange, RoutingKey: routingKey, Mandatory: msg.Mandatory, Immediate: msg.Immediate}
 	seq, err := c.m.Publish(ch.id, &ch.pub, &msg.Properties, msg.Body)
 	if err != nil {
+		c.mu.Unlock()
+		c.wakeWriter()
 		return nil, ch.wrapErr(err)
 	}
 	if seq == 0 {
+		c.mu.Unlock()
+		c.wakeWriter()
 		return nil, nil
 	}
 	cf := &Confirmation{Seq: seq, done: make(chan struct{})}
 	ch.confirms.Push(seq, cf)
+	alone := ch.confirms.Len() == 1
+	c.mu.Unlock()
+	if alone {
+		// Nothing else awaits a confirm here: most likely the caller
+		// publishes one message at a time and waits for each, so write it
+		// now instead of waking the writer. Streams of publishes keep
+		// others outstanding and are coalesced by the writer.
+		c.flushDirect()
+	} else {
+		c.wakeWriter()
+	}
 	return cf, nil
 }
 
@@ -209,7 +223,7 @@ func (ch *Channel) Confirm(ctx context.Context) error {
 	w := newWaiter()
 	ch.waiters = append(ch.waiters, w)
 	c.mu.Unlock()
-	c.wakeWriter()
+	c.flushDirect()
 	_, err := w.wait(ctx)
 	if err != nil {
 		return fmt.Errorf("amqp: confirm.select: %w", err)

@@ -1,0 +1,292 @@
+package warren
+
+import (
+	"context"
+	"encoding/binary"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/warren-amqp/warren/proto/frames"
+)
+
+// tcpScripted runs serve as a scripted broker on a real loopback TCP
+// connection (direct flushes need a socket with a file descriptor, which
+// netpipe does not have) and returns the client's end.
+func tcpScripted(t *testing.T, serve func(b *scriptedBroker)) net.Conn {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		server, err := ln.Accept()
+		ln.Close()
+		if err != nil {
+			return
+		}
+		defer server.Close()
+		serve(newScripted(t, server))
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	return nc
+}
+
+func (c *Connection) flushCounts() flushStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.flushes
+}
+
+// publishSeqs reads publishes (method, header, body frames) until n have
+// arrived, acking each when ack is set, and returns the 8-byte sequence
+// numbers their bodies start with, in arrival order.
+func (b *scriptedBroker) publishSeqs(n int, ack bool) ([]uint64, error) {
+	var seqs []uint64
+	var body []byte
+	var want uint64
+	for len(seqs) < n {
+		f, err := b.readFrame()
+		if err != nil {
+			return seqs, err
+		}
+		switch f.Type {
+		case frames.FrameHeader:
+			var h frames.ContentHeader
+			if err := h.Parse(f.Channel, f.Payload); err != nil {
+				return seqs, err
+			}
+			want, body = h.BodySize, body[:0]
+		case frames.FrameBody:
+			body = append(body, f.Payload...)
+			if uint64(len(body)) == want {
+				seqs = append(seqs, binary.BigEndian.Uint64(body))
+				if ack {
+					b.send(1, &frames.BasicAck{DeliveryTag: uint64(len(seqs))})
+				}
+			}
+		}
+	}
+	return seqs, nil
+}
+
+func seqBody(seq uint64, size int) []byte {
+	body := make([]byte, size)
+	binary.BigEndian.PutUint64(body, seq)
+	return body
+}
+
+// One publish at a time, each waited for: the publishing goroutine writes
+// its own message instead of waking the writer goroutine.
+func TestDirectFlushOneAtATime(t *testing.T) {
+	const n = 200
+	nc := tcpScripted(t, func(b *scriptedBroker) {
+		if b.handshake(0) != nil || b.answerChannel(true) != nil {
+			return
+		}
+		_, _ = b.publishSeqs(n, true)
+		_, _, _ = b.readMethod() // until the client closes
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := Open(ctx, nc, Config{})
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	require.NotNil(t, conn.raw, "a TCP connection allows non-blocking writes")
+	ch, err := conn.Channel(ctx)
+	require.NoError(t, err)
+	require.NoError(t, ch.Confirm(ctx))
+
+	before := conn.flushCounts()
+	for i := range n {
+		cf, err := ch.PublishWithConfirm(ctx, "", "q", Publishing{Body: seqBody(uint64(i), 64)})
+		require.NoError(t, err)
+		acked, err := cf.Wait(ctx)
+		require.NoError(t, err)
+		require.True(t, acked)
+	}
+	direct := conn.flushCounts().direct - before.direct
+	// A stray wake-up may let the writer take a message now and then.
+	require.GreaterOrEqual(t, direct, n*9/10, "publishes written by the caller")
+}
+
+// A stream of publishes is still coalesced by the writer: only a publish
+// with nothing else awaiting a confirm is written directly.
+func TestDirectFlushStreamStaysCoalesced(t *testing.T) {
+	const n = 1000
+	got := make(chan []uint64, 1)
+	nc := tcpScripted(t, func(b *scriptedBroker) {
+		if b.handshake(0) != nil || b.answerChannel(true) != nil {
+			return
+		}
+		seqs, _ := b.publishSeqs(n, false)
+		b.send(1, &frames.BasicAck{DeliveryTag: n, Multiple: true})
+		got <- seqs
+		_, _, _ = b.readMethod()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := Open(ctx, nc, Config{})
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	ch, err := conn.Channel(ctx)
+	require.NoError(t, err)
+	require.NoError(t, ch.Confirm(ctx))
+
+	before := conn.flushCounts()
+	cfs := make([]*Confirmation, n)
+	for i := range cfs {
+		cfs[i], err = ch.PublishWithConfirm(ctx, "", "q", Publishing{Body: seqBody(uint64(i), 64)})
+		require.NoError(t, err)
+	}
+	for _, cf := range cfs {
+		acked, err := cf.Wait(ctx)
+		require.NoError(t, err)
+		require.True(t, acked)
+	}
+	require.LessOrEqual(t, conn.flushCounts().direct-before.direct, 1, "only the first publish had nothing outstanding")
+	seqs := <-got
+	for i, s := range seqs {
+		require.Equal(t, uint64(i), s, "publishes arrive in order")
+	}
+}
+
+// The socket takes only part of a direct write: the rest is carried over
+// to the writer goroutine, and everything arrives intact and in order,
+// including publishes queued behind the carried bytes.
+func TestDirectFlushPartialWriteCarriedOver(t *testing.T) {
+	const (
+		size = 1 << 20
+		n    = 6
+	)
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	releaseAll := func() { releaseOnce.Do(func() { close(release) }) }
+	got := make(chan []uint64, 1)
+	nc := tcpScripted(t, func(b *scriptedBroker) {
+		if tc, ok := b.conn.(*net.TCPConn); ok {
+			_ = tc.SetReadBuffer(16 << 10)
+		}
+		if b.handshake(0) != nil || b.answerChannel(true) != nil {
+			return
+		}
+		<-release // not reading: the client's socket buffer fills up
+		seqs, _ := b.publishSeqs(n, true)
+		got <- seqs
+		_, _, _ = b.readMethod()
+	})
+	require.NoError(t, nc.(*net.TCPConn).SetWriteBuffer(16<<10))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := Open(ctx, nc, Config{})
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	defer releaseAll() // before Close, should the test fail early
+	ch, err := conn.Channel(ctx)
+	require.NoError(t, err)
+	require.NoError(t, ch.Confirm(ctx))
+
+	before := conn.flushCounts()
+	cfs := make([]*Confirmation, n)
+	cfs[0], err = ch.PublishWithConfirm(ctx, "", "q", Publishing{Body: seqBody(0, size)})
+	require.NoError(t, err)
+	after := conn.flushCounts()
+	require.Equal(t, before.direct+1, after.direct, "the lone publish was written directly")
+	require.Equal(t, before.partial+1, after.partial, "and the socket took only part of it")
+	// Queued behind the carried bytes (and waiting for write-buffer room
+	// once the broker reads again).
+	releaseAll()
+	for i := 1; i < n; i++ {
+		cfs[i], err = ch.PublishWithConfirm(ctx, "", "q", Publishing{Body: seqBody(uint64(i), size)})
+		require.NoError(t, err)
+	}
+	for _, cf := range cfs {
+		acked, err := cf.Wait(ctx)
+		require.NoError(t, err)
+		require.True(t, acked)
+	}
+	require.Equal(t, []uint64{0, 1, 2, 3, 4, 5}, <-got)
+}
+
+// Acks are written by the goroutine that makes them when it is about to
+// wait: a Handler's by the reader after the batch, a channel consumer's
+// when its buffer is empty. Neither wakes the writer.
+func TestDirectFlushConsumerAcks(t *testing.T) {
+	for _, handler := range []bool{true, false} {
+		t.Run(map[bool]string{true: "handler", false: "channel"}[handler], func(t *testing.T) {
+			testDirectFlushConsumerAcks(t, handler)
+		})
+	}
+}
+
+func testDirectFlushConsumerAcks(t *testing.T, handler bool) {
+	const n = 50
+	acks := make(chan uint64, 1)
+	nc := tcpScripted(t, func(b *scriptedBroker) {
+		if b.handshake(0) != nil || b.answerChannel(false) != nil {
+			return
+		}
+		for consuming := false; !consuming; { // basic.qos (the default prefetch), then basic.consume
+			m, _, err := b.readMethod()
+			if err != nil {
+				return
+			}
+			switch m.(type) {
+			case *frames.BasicQos:
+				b.send(1, &frames.BasicQosOK{})
+			case *frames.BasicConsume:
+				b.send(1, &frames.BasicConsumeOK{ConsumerTag: "c"})
+				consuming = true
+			}
+		}
+		var out []byte
+		for i := 1; i <= n; i++ {
+			out, _ = frames.AppendMessage(out, 1, &frames.BasicDeliver{ConsumerTag: "c", DeliveryTag: uint64(i), RoutingKey: "q"}, nil, []byte("x"), 131072)
+		}
+		_, _ = b.conn.Write(out) // one batch
+		var last uint64
+		for last < n {
+			m, _, err := b.readMethod()
+			if err != nil {
+				return
+			}
+			if a, ok := m.(*frames.BasicAck); ok {
+				last = a.DeliveryTag
+			}
+		}
+		acks <- last
+		_, _, _ = b.readMethod()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := Open(ctx, nc, Config{})
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	ch, err := conn.Channel(ctx)
+	require.NoError(t, err)
+	before := conn.flushCounts()
+	opts := ConsumeOptions{ConsumerTag: "c"}
+	if handler {
+		opts.Handler = func(d Delivery) { require.NoError(t, d.Ack(false)) }
+	}
+	cons, err := ch.Consume(ctx, "q", opts)
+	require.NoError(t, err)
+	if !handler {
+		for range n {
+			d := <-cons.Deliveries()
+			require.NoError(t, d.Ack(false))
+		}
+	}
+	select {
+	case last := <-acks:
+		require.Equal(t, uint64(n), last)
+	case <-ctx.Done():
+		t.Fatal("acks never arrived")
+	}
+	require.Greater(t, conn.flushCounts().direct-before.direct, 1, "consume and acks written without the writer")
+}

@@ -1,0 +1,60 @@
+//go:build unix
+
+package warren
+
+import (
+	"errors"
+	"net"
+	"syscall"
+)
+
+// rawWriter writes to a socket without ever blocking: it writes what the
+// kernel takes now and leaves the rest to the writer goroutine, which may
+// wait. Only transports that expose their file descriptor (TCP, Unix
+// sockets) have one; TLS and in-memory pipes do not.
+type rawWriter struct {
+	rc  syscall.RawConn
+	fn  func(fd uintptr) bool // w.write, bound once so a write does not allocate
+	p   []byte
+	n   int
+	err error
+}
+
+func newRawWriter(nc net.Conn) *rawWriter {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	w := &rawWriter{rc: rc}
+	w.fn = w.write
+	return w
+}
+
+func (w *rawWriter) write(fd uintptr) bool {
+	n, err := syscall.Write(int(fd), w.p)
+	if n < 0 {
+		n = 0
+	}
+	w.n, w.err = n, err
+	return true // never wait for the socket to become writable
+}
+
+// tryWrite writes a prefix of p, possibly empty, without blocking. A
+// socket whose buffer is full is not an error. The caller must be the
+// only one writing to the socket.
+func (w *rawWriter) tryWrite(p []byte) (int, error) {
+	w.p = p
+	err := w.rc.Write(w.fn)
+	w.p = nil
+	if err != nil {
+		return 0, err
+	}
+	if errors.Is(w.err, syscall.EAGAIN) || errors.Is(w.err, syscall.EINTR) {
+		return w.n, nil
+	}
+	return w.n, w.err
+}
