@@ -30,11 +30,7 @@ func bindCmd(e *env, args []string, bind bool) error {
 	exchange := f.String("exchange", "", "source exchange (required)")
 	key := f.String("routing-key", "", "routing key (binding key)")
 	argsTable := f.argsFlags("binding")
-	pos, err := f.parse(args)
-	if err != nil {
-		return err
-	}
-	if err := needNoPositional(e, pos); err != nil {
+	if err := f.parseFlagsOnly(args); err != nil {
 		return err
 	}
 	if !f.wasSet("exchange") {

@@ -248,10 +248,20 @@ func (f *cmdFlags) argsFlags(what string) func() (proto.Table, error) {
 	}
 }
 
-// needNoPositional fails when positional arguments were given.
-func needNoPositional(e *env, pos []string) error {
+// parseFlagsOnly parses args for a subcommand that takes no positional
+// arguments, then checks that each flag in required was given a value.
+func (f *cmdFlags) parseFlagsOnly(args []string, required ...string) error {
+	pos, err := f.parse(args)
+	if err != nil {
+		return err
+	}
 	if len(pos) > 0 {
-		return usageErrorf("unexpected argument %q (see 'warren %s --help')", pos[0], e.name)
+		return usageErrorf("unexpected argument %q (see 'warren %s --help')", pos[0], f.e.name)
+	}
+	for _, name := range required {
+		if fl := f.Lookup(name); fl == nil || fl.Value.String() == "" {
+			return usageErrorf("--%s is required", name)
+		}
 	}
 	return nil
 }

@@ -37,15 +37,8 @@ func runConsume(e *env, args []string) error {
 	prefetch := f.Int("prefetch", 100, "unacknowledged messages the broker may send ahead (basic.qos)")
 	noAck := f.Bool("no-ack", false, "consume without acknowledgements")
 	asJSON := f.Bool("json", false, "print one JSON object per message")
-	pos, err := f.parse(args)
-	if err != nil {
+	if err := f.parseFlagsOnly(args, "queue"); err != nil {
 		return err
-	}
-	if err := needNoPositional(e, pos); err != nil {
-		return err
-	}
-	if *queue == "" {
-		return usageErrorf("--queue is required")
 	}
 	if *count < 0 || *timeout < 0 || *prefetch < 1 || *prefetch > 65535 {
 		return usageErrorf("--count and --timeout must not be negative, --prefetch must be 1 to 65535")
@@ -162,15 +155,8 @@ func runGet(e *env, args []string) error {
 	queue := f.String("queue", "", "queue to get from (required)")
 	noAck := f.Bool("no-ack", false, "get without acknowledgement")
 	asJSON := f.Bool("json", false, "print the message as a JSON object")
-	pos, err := f.parse(args)
-	if err != nil {
+	if err := f.parseFlagsOnly(args, "queue"); err != nil {
 		return err
-	}
-	if err := needNoPositional(e, pos); err != nil {
-		return err
-	}
-	if *queue == "" {
-		return usageErrorf("--queue is required")
 	}
 	conn, ch, err := f.dialChannel()
 	if err != nil {

@@ -79,11 +79,7 @@ func runPerf(e *env, args []string) error {
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "how long to wait at the end for confirms and for the consumers to catch up")
 	asJSON := f.Bool("json", false, "print the summary as a JSON object on stdout")
 	svgFile := f.String("svg", "", "write an SVG chart of throughput and latency to `FILE`")
-	pos, err := f.parse(args)
-	if err != nil {
-		return err
-	}
-	if err := needNoPositional(e, pos); err != nil {
+	if err := f.parseFlagsOnly(args); err != nil {
 		return err
 	}
 	switch {

@@ -9,15 +9,8 @@ Removes every ready message from the queue and prints how many it removed
 func runPurge(e *env, args []string) error {
 	f := newFlags(e, "warren purge --queue Q", purgeAbout)
 	queue := f.String("queue", "", "queue to purge (required)")
-	pos, err := f.parse(args)
-	if err != nil {
+	if err := f.parseFlagsOnly(args, "queue"); err != nil {
 		return err
-	}
-	if err := needNoPositional(e, pos); err != nil {
-		return err
-	}
-	if *queue == "" {
-		return usageErrorf("--queue is required")
 	}
 	conn, ch, err := f.dialChannel()
 	if err != nil {
