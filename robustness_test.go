@@ -278,3 +278,98 @@ func TestBrokerHandlerConsumer(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, q2.Messages, "every message was acked from the handler")
 }
+
+// Many goroutines write directly at once (one-at-a-time publishers on
+// their own channels, a channel consumer and a Handler consumer acking)
+// while the writer coalesces the rest: every message arrives once and
+// every ack lands, so no bytes were interleaved or lost.
+func TestBrokerConcurrentDirectWrites(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := dialTest(t, Config{})
+	admin, err := c.Channel(ctx)
+	require.NoError(t, err)
+	qa, err := admin.QueueDeclare(ctx, "", QueueOptions{Exclusive: true})
+	require.NoError(t, err)
+	qb, err := admin.QueueDeclare(ctx, "", QueueOptions{Exclusive: true})
+	require.NoError(t, err)
+
+	const publishers, each = 4, 300
+	total := publishers * each
+	gotA, gotB := make(chan struct{}), make(chan struct{})
+	seenA, seenB := 0, 0
+	consA, err := c.Channel(ctx)
+	require.NoError(t, err)
+	ca, err := consA.Consume(ctx, qa.Name, ConsumeOptions{})
+	require.NoError(t, err)
+	go func() {
+		for d := range ca.Deliveries() {
+			if d.Ack(false) == nil {
+				if seenA++; seenA == total/2 {
+					close(gotA)
+				}
+			}
+		}
+	}()
+	consB, err := c.Channel(ctx)
+	require.NoError(t, err)
+	_, err = consB.Consume(ctx, qb.Name, ConsumeOptions{Handler: func(d Delivery) {
+		if d.Ack(false) == nil {
+			if seenB++; seenB == total/2 {
+				close(gotB)
+			}
+		}
+	}})
+	require.NoError(t, err)
+
+	before := c.flushCounts()
+	var wg sync.WaitGroup
+	errs := make(chan error, publishers)
+	for p := range publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ch, err := c.Channel(ctx)
+			if err == nil {
+				err = ch.Confirm(ctx)
+			}
+			for i := 0; i < each && err == nil; i++ {
+				q := qa.Name
+				if (p+i)%2 == 1 {
+					q = qb.Name
+				}
+				var cf *Confirmation
+				if cf, err = ch.PublishWithConfirm(ctx, "", q, Publishing{Body: []byte(fmt.Sprint(p, i))}); err == nil {
+					var acked bool
+					if acked, err = cf.Wait(ctx); err == nil && !acked {
+						err = fmt.Errorf("nacked")
+					}
+				}
+			}
+			if err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	for _, got := range []chan struct{}{gotA, gotB} {
+		select {
+		case <-got:
+		case <-ctx.Done():
+			t.Fatal("not every message was consumed")
+		}
+	}
+	require.Greater(t, c.flushCounts().direct, before.direct)
+	// Every ack landed: nothing is left unacknowledged on either queue.
+	require.NoError(t, consA.Close(ctx))
+	require.NoError(t, consB.Close(ctx))
+	for _, q := range []string{qa.Name, qb.Name} {
+		st, err := admin.QueueDeclare(ctx, q, QueueOptions{Passive: true})
+		require.NoError(t, err)
+		require.Zero(t, st.Messages, "messages left (unacked ones are requeued on close)")
+	}
+}
