@@ -18,14 +18,27 @@ var ErrTruncated = errors.New("truncated")
 type Reader struct {
 	b   []byte
 	off int
-	err error
+	err error // the first error, or errShort until Err builds it
+	// What the first failed read wanted (when err is errShort): kept
+	// instead of building the error on the spot, so that the read methods
+	// make no call on their failure path and stay small enough to inline.
+	shortN    int
+	shortWhat string
 }
+
+// errShort marks a failed read whose error Err has not built yet.
+var errShort = errors.New("truncated (pending)")
 
 // NewReader returns a Reader over b.
 func NewReader(b []byte) Reader { return Reader{b: b} }
 
 // Err returns the first error met, or nil.
-func (r *Reader) Err() error { return r.err }
+func (r *Reader) Err() error {
+	if r.err == errShort {
+		r.err = fmt.Errorf("%s: need %d bytes, have %d: %w", r.shortWhat, r.shortN, len(r.b)-r.off, ErrTruncated)
+	}
+	return r.err
+}
 
 // Offset returns how many bytes were consumed.
 func (r *Reader) Offset() int { return r.off }
@@ -43,26 +56,33 @@ func (r *Reader) Fail(err error) {
 	}
 }
 
+// short records a read of n bytes that ran out of input, unless an error
+// is already recorded. It is small enough to be inlined.
+func (r *Reader) short(n int, what string) {
+	if r.err == nil {
+		r.err, r.shortN, r.shortWhat = errShort, n, what
+	}
+}
+
 func (r *Reader) take(n int, what string) []byte {
-	if r.err != nil {
+	off := r.off
+	if r.err != nil || n < 0 || len(r.b)-off < n {
+		r.short(n, what)
 		return nil
 	}
-	if n < 0 || len(r.b)-r.off < n {
-		r.err = fmt.Errorf("%s: need %d bytes, have %d: %w", what, n, len(r.b)-r.off, ErrTruncated)
-		return nil
-	}
-	p := r.b[r.off : r.off+n : r.off+n]
-	r.off += n
-	return p
+	r.off = off + n
+	return r.b[off : off+n : off+n]
 }
 
 // Octet reads one byte.
 func (r *Reader) Octet() uint8 {
-	p := r.take(1, "octet")
-	if p == nil {
+	off := r.off
+	if r.err != nil || off >= len(r.b) {
+		r.short(1, "octet")
 		return 0
 	}
-	return p[0]
+	r.off = off + 1
+	return r.b[off]
 }
 
 // Short reads a big-endian uint16.
