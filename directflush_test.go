@@ -311,3 +311,56 @@ func testDirectFlushConsumerAcks(t *testing.T, handler bool) {
 	}
 	require.GreaterOrEqual(t, conn.flushCounts().direct-before.direct, n*9/10, "acks written without the writer")
 }
+
+// countingConn wraps a TCP connection and counts what goes through its
+// Write: the kind of wrapper direct writes must not bypass.
+type countingConn struct {
+	*net.TCPConn
+	mu      sync.Mutex
+	written int
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	n, err := c.TCPConn.Write(p)
+	c.mu.Lock()
+	c.written += n
+	c.mu.Unlock()
+	return n, err
+}
+
+// Direct writes are made only on the standard library's own sockets: a
+// wrapper's Write sees every byte even though it embeds a *net.TCPConn.
+func TestDirectFlushNotAroundWrappers(t *testing.T) {
+	nc := tcpScripted(t, func(b *scriptedBroker) {
+		if b.handshake(0) != nil || b.answerChannel(true) != nil {
+			return
+		}
+		_, _ = b.publishSeqs(10, true)
+		_, _, _ = b.readMethod()
+	})
+	require.NotNil(t, newRawWriter(nc), "the socket itself")
+	cc := &countingConn{TCPConn: nc.(*net.TCPConn)}
+	require.Nil(t, newRawWriter(cc), "a wrapper around it")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := Open(ctx, cc, Config{})
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	ch, err := conn.Channel(ctx)
+	require.NoError(t, err)
+	require.NoError(t, ch.Confirm(ctx))
+	cc.mu.Lock()
+	before := cc.written
+	cc.mu.Unlock()
+	for i := range 10 {
+		cf, err := ch.PublishWithConfirm(ctx, "", "q", Publishing{Body: seqBody(uint64(i), 64)})
+		require.NoError(t, err)
+		acked, err := cf.Wait(ctx)
+		require.NoError(t, err)
+		require.True(t, acked)
+	}
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	require.Greater(t, cc.written-before, 10*64, "every publish went through the wrapper's Write")
+	require.Zero(t, conn.flushCounts().direct)
+}

@@ -10,8 +10,10 @@ import (
 
 // rawWriter writes to a socket without ever blocking: it writes what the
 // kernel takes now and leaves the rest to the writer goroutine, which may
-// wait. Only transports that expose their file descriptor (TCP, Unix
-// sockets) have one; TLS and in-memory pipes do not.
+// wait. Only plain TCP and Unix sockets have one. Not TLS or in-memory
+// pipes, and not a type that wraps a socket: its Write may do more than
+// write (count, throttle, inject faults), and writing around it would skip
+// that.
 type rawWriter struct {
 	rc  syscall.RawConn
 	fn  func(fd uintptr) bool // w.write, bound once so a write does not allocate
@@ -21,8 +23,13 @@ type rawWriter struct {
 }
 
 func newRawWriter(nc net.Conn) *rawWriter {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
+	var sc syscall.Conn
+	switch c := nc.(type) {
+	case *net.TCPConn:
+		sc = c
+	case *net.UnixConn:
+		sc = c
+	default:
 		return nil
 	}
 	rc, err := sc.SyscallConn()
