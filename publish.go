@@ -119,30 +119,26 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 	// interface and cost an allocation per publish.
 	ch.pub = frames.BasicPublish{Exchange: exchange, RoutingKey: routingKey, Mandatory: msg.Mandatory, Immediate: msg.Immediate}
 	seq, err := c.m.Publish(ch.id, &ch.pub, &msg.Properties, msg.Body)
+	var cf *Confirmation
+	alone := false
 	if err != nil {
-		c.mu.Unlock()
-		c.wakeWriter()
-		return nil, ch.wrapErr(err)
+		err = ch.wrapErr(err)
+	} else if seq != 0 {
+		cf = &Confirmation{Seq: seq, done: make(chan struct{})}
+		ch.confirms.Push(seq, cf)
+		// Nothing else awaits a confirm on this channel: most likely the
+		// caller publishes one message at a time and waits for each, so
+		// it writes the message itself instead of waking the writer.
+		// Streams keep others outstanding and are coalesced by the writer.
+		alone = ch.confirms.Len() == 1
 	}
-	if seq == 0 {
-		c.mu.Unlock()
-		c.wakeWriter()
-		return nil, nil
-	}
-	cf := &Confirmation{Seq: seq, done: make(chan struct{})}
-	ch.confirms.Push(seq, cf)
-	alone := ch.confirms.Len() == 1
 	c.mu.Unlock()
 	if alone {
-		// Nothing else awaits a confirm here: most likely the caller
-		// publishes one message at a time and waits for each, so write it
-		// now instead of waking the writer. Streams of publishes keep
-		// others outstanding and are coalesced by the writer.
 		c.flushDirect()
 	} else {
 		c.wakeWriter()
 	}
-	return cf, nil
+	return cf, err
 }
 
 // onConfirmLocked resolves the handles an ack or nack settles and queues
