@@ -194,6 +194,7 @@ func TestBrokerConfirmReturnsBatch(t *testing.T) {
 type confirmCoverage struct {
 	mu      sync.Mutex
 	seen    []bool // index seq-1
+	acked   []bool // index seq-1: settled by an ack (else a nack)
 	low     uint64 // every seq below low is covered
 	covered int
 	acks    int // confirm frames seen
@@ -203,7 +204,7 @@ type confirmCoverage struct {
 }
 
 func newConfirmCoverage(n int) *confirmCoverage {
-	return &confirmCoverage{seen: make([]bool, n), low: 1, full: make(chan struct{})}
+	return &confirmCoverage{seen: make([]bool, n), acked: make([]bool, n), low: 1, full: make(chan struct{})}
 }
 
 func (cc *confirmCoverage) add(cf Confirm) {
@@ -225,12 +226,14 @@ func (cc *confirmCoverage) add(cf Confirm) {
 			return
 		}
 		cc.seen[tag-1] = true
+		cc.acked[tag-1] = cf.Ack
 		cc.covered++
 	} else {
 		fresh := 0
 		for s := cc.low; s <= tag; s++ {
 			if !cc.seen[s-1] {
 				cc.seen[s-1] = true
+				cc.acked[s-1] = cf.Ack
 				cc.covered++
 				fresh++
 			}
@@ -330,7 +333,10 @@ func TestBrokerConfirmNack(t *testing.T) {
 	<-cov.full
 	cov.mu.Lock()
 	require.Empty(t, cov.errs)
-	require.Equal(t, 3, cov.nacks, "one nack frame per rejected publish")
+	// RabbitMQ may settle several rejected publishes with one nack
+	// (multiple): what must hold is which publishes each frame settled.
+	require.Equal(t, []bool{true, true, false, false, false}, cov.acked, "acked or nacked, publish by publish")
+	require.Positive(t, cov.nacks)
 	cov.mu.Unlock()
 	d, ok, err := ch.Get(ctx, q.Name, true)
 	require.NoError(t, err)
