@@ -37,6 +37,23 @@ func tcpScripted(t *testing.T, serve func(b *scriptedBroker)) net.Conn {
 	return nc
 }
 
+// openScripted opens a Connection over nc and a channel on it (in
+// confirm mode when confirm is set); both close when the test ends.
+func openScripted(t *testing.T, nc net.Conn, confirm bool) (context.Context, *Connection, *Channel) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	conn, err := Open(ctx, nc, Config{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close(ctx) })
+	ch, err := conn.Channel(ctx)
+	require.NoError(t, err)
+	if confirm {
+		require.NoError(t, ch.Confirm(ctx))
+	}
+	return ctx, conn, ch
+}
+
 // waitWriterIdle waits until the writer goroutine has nothing in hand and
 // no wake-up pending. Direct writes fall back to the writer while it is
 // busy, and under -race on a loaded machine a writer that lags behind can
@@ -105,15 +122,8 @@ func TestDirectFlushOneAtATime(t *testing.T) {
 		_, _ = b.publishSeqs(n, true)
 		_, _, _ = b.readMethod() // until the client closes
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := Open(ctx, nc, Config{})
-	require.NoError(t, err)
-	defer conn.Close(ctx)
+	ctx, conn, ch := openScripted(t, nc, true)
 	require.NotNil(t, conn.raw, "a TCP connection allows non-blocking writes")
-	ch, err := conn.Channel(ctx)
-	require.NoError(t, err)
-	require.NoError(t, ch.Confirm(ctx))
 	waitWriterIdle(t, conn)
 
 	before := conn.flushCounts()
@@ -143,17 +153,11 @@ func TestDirectFlushStreamStaysCoalesced(t *testing.T) {
 		got <- seqs
 		_, _, _ = b.readMethod()
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := Open(ctx, nc, Config{})
-	require.NoError(t, err)
-	defer conn.Close(ctx)
-	ch, err := conn.Channel(ctx)
-	require.NoError(t, err)
-	require.NoError(t, ch.Confirm(ctx))
+	ctx, conn, ch := openScripted(t, nc, true)
 
 	before := conn.flushCounts()
 	cfs := make([]*Confirmation, n)
+	var err error
 	for i := range cfs {
 		cfs[i], err = ch.PublishWithConfirm(ctx, "", "q", Publishing{Body: seqBody(uint64(i), 64)})
 		require.NoError(t, err)
@@ -195,19 +199,13 @@ func TestDirectFlushPartialWriteCarriedOver(t *testing.T) {
 		_, _, _ = b.readMethod()
 	})
 	require.NoError(t, nc.(*net.TCPConn).SetWriteBuffer(16<<10))
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := Open(ctx, nc, Config{})
-	require.NoError(t, err)
-	defer conn.Close(ctx)
-	defer releaseAll() // before Close, should the test fail early
-	ch, err := conn.Channel(ctx)
-	require.NoError(t, err)
-	require.NoError(t, ch.Confirm(ctx))
+	ctx, conn, ch := openScripted(t, nc, true)
+	defer releaseAll() // before the connection closes, should the test fail early
 	waitWriterIdle(t, conn)
 
 	before := conn.flushCounts()
 	cfs := make([]*Confirmation, n)
+	var err error
 	cfs[0], err = ch.PublishWithConfirm(ctx, "", "q", Publishing{Body: seqBody(0, size)})
 	require.NoError(t, err)
 	after := conn.flushCounts()
@@ -281,13 +279,7 @@ func testDirectFlushConsumerAcks(t *testing.T, handler bool) {
 		acks <- last
 		_, _, _ = b.readMethod()
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := Open(ctx, nc, Config{})
-	require.NoError(t, err)
-	defer conn.Close(ctx)
-	ch, err := conn.Channel(ctx)
-	require.NoError(t, err)
+	ctx, conn, ch := openScripted(t, nc, false)
 	opts := ConsumeOptions{ConsumerTag: "c"}
 	if handler {
 		opts.Handler = func(d Delivery) { require.NoError(t, d.Ack(false)) }
@@ -341,14 +333,7 @@ func TestDirectFlushNotAroundWrappers(t *testing.T) {
 	require.NotNil(t, newRawWriter(nc), "the socket itself")
 	cc := &countingConn{TCPConn: nc.(*net.TCPConn)}
 	require.Nil(t, newRawWriter(cc), "a wrapper around it")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := Open(ctx, cc, Config{})
-	require.NoError(t, err)
-	defer conn.Close(ctx)
-	ch, err := conn.Channel(ctx)
-	require.NoError(t, err)
-	require.NoError(t, ch.Confirm(ctx))
+	ctx, conn, ch := openScripted(t, cc, true)
 	cc.mu.Lock()
 	before := cc.written
 	cc.mu.Unlock()
