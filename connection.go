@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -61,7 +62,8 @@ const (
 type Connection struct {
 	cfg Config
 	nc  net.Conn
-	raw *rawWriter // non-blocking writes for direct flushes; nil when the transport has no file descriptor
+	raw *rawConn  // reads and non-blocking direct writes through the file descriptor; nil when the transport has none
+	rd  io.Reader // what the reader reads from: raw, or nc
 	log *slog.Logger
 
 	mu            sync.Mutex
@@ -155,7 +157,7 @@ func Open(ctx context.Context, nc net.Conn, cfg Config) (*Connection, error) {
 	c := &Connection{
 		cfg:       cfg,
 		nc:        nc,
-		raw:       newRawWriter(nc),
+		raw:       newRawConn(nc),
 		log:       log,
 		m:         m,
 		chans:     make(map[uint16]*Channel),
@@ -167,6 +169,10 @@ func Open(ctx context.Context, nc net.Conn, cfg Config) (*Connection, error) {
 	}
 	c.notify.init()
 	c.intern = c.strings.String
+	c.rd = nc
+	if c.raw != nil {
+		c.rd = c.raw
+	}
 	m.Start(time.Now())
 	c.wg.Add(3)
 	go c.readLoop()
@@ -221,7 +227,7 @@ func (c *Connection) readLoop() {
 		c.mu.Lock()
 		buf := c.m.ReadBuffer(readBufferSize)
 		c.mu.Unlock()
-		n, err := c.nc.Read(buf)
+		n, err := c.rd.Read(buf)
 		if err != nil && c.kickRead.Load() {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {

@@ -330,9 +330,9 @@ func TestDirectFlushNotAroundWrappers(t *testing.T) {
 		_, _ = b.publishSeqs(10, true)
 		_, _, _ = b.readMethod()
 	})
-	require.NotNil(t, newRawWriter(nc), "the socket itself")
+	require.NotNil(t, newRawConn(nc), "the socket itself")
 	cc := &countingConn{TCPConn: nc.(*net.TCPConn)}
-	require.Nil(t, newRawWriter(cc), "a wrapper around it")
+	require.Nil(t, newRawConn(cc), "a wrapper around it")
 	ctx, conn, ch := openScripted(t, cc, true)
 	cc.mu.Lock()
 	before := cc.written
