@@ -62,8 +62,7 @@ const (
 type Connection struct {
 	cfg Config
 	nc  net.Conn
-	raw *rawConn  // reads and non-blocking direct writes through the file descriptor; nil when the transport has none
-	rd  io.Reader // what the reader reads from: raw, or nc
+	raw *rawConn // reads and non-blocking direct writes through the file descriptor; nil when the transport has none
 	log *slog.Logger
 
 	mu            sync.Mutex
@@ -169,10 +168,6 @@ func Open(ctx context.Context, nc net.Conn, cfg Config) (*Connection, error) {
 	}
 	c.notify.init()
 	c.intern = c.strings.String
-	c.rd = nc
-	if c.raw != nil {
-		c.rd = c.raw
-	}
 	m.Start(time.Now())
 	c.wg.Add(3)
 	go c.readLoop()
@@ -220,6 +215,10 @@ func (c *Connection) kickReader() {
 // sender.
 func (c *Connection) readLoop() {
 	defer c.wg.Done()
+	var rd io.Reader = c.nc
+	if c.raw != nil {
+		rd = c.raw
+	}
 	var acts []action
 	for {
 		// Read straight into the machine's input buffer: the reader is the
@@ -227,7 +226,7 @@ func (c *Connection) readLoop() {
 		c.mu.Lock()
 		buf := c.m.ReadBuffer(readBufferSize)
 		c.mu.Unlock()
-		n, err := c.rd.Read(buf)
+		n, err := rd.Read(buf)
 		if err != nil && c.kickRead.Load() {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
@@ -352,7 +351,7 @@ func (c *Connection) writeLoop() {
 func (c *Connection) flushDirect() {
 	c.mu.Lock()
 	if c.raw == nil || c.wbusy || len(c.carry) > 0 || c.m.OutboundLen() == 0 || c.m.State() != statemachine.StateOpen {
-		need := len(c.carry) > 0 || c.writerNeededLocked()
+		need := c.writerNeededLocked()
 		c.mu.Unlock()
 		if need {
 			c.wakeWriter()
@@ -375,7 +374,7 @@ func (c *Connection) flushDirect() {
 	}
 	c.writing = len(c.carry)
 	c.roomLocked()
-	need := len(c.carry) > 0 || c.writerNeededLocked()
+	need := c.writerNeededLocked()
 	c.mu.Unlock()
 	if need {
 		c.wakeWriter()
@@ -392,7 +391,7 @@ type flushStats struct {
 // to write, or a deadline earlier than the one its timer is set for. The
 // reader wakes it only then, sparing a goroutine switch per read.
 func (c *Connection) writerNeededLocked() bool {
-	if c.m.OutboundLen() > 0 {
+	if c.m.OutboundLen() > 0 || len(c.carry) > 0 {
 		return true
 	}
 	d := c.m.Deadline()

@@ -10,6 +10,6 @@ type rawConn struct{}
 
 func newRawConn(net.Conn) *rawConn { return nil }
 
-func (w *rawConn) tryWrite([]byte) (int, error) { return 0, nil }
+func (c *rawConn) tryWrite([]byte) (int, error) { return 0, nil }
 
-func (w *rawConn) Read([]byte) (int, error) { return 0, nil }
+func (c *rawConn) Read([]byte) (int, error) { return 0, nil }

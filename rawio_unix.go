@@ -37,11 +37,11 @@ type rawConn struct {
 
 func newRawConn(nc net.Conn) *rawConn {
 	var sc syscall.Conn
-	switch c := nc.(type) {
+	switch t := nc.(type) {
 	case *net.TCPConn:
-		sc = c
+		sc = t
 	case *net.UnixConn:
-		sc = c
+		sc = t
 	default:
 		return nil
 	}
@@ -49,47 +49,47 @@ func newRawConn(nc net.Conn) *rawConn {
 	if err != nil {
 		return nil
 	}
-	w := &rawConn{rc: rc}
-	w.wfn, w.rfn = w.write, w.read
-	return w
+	c := &rawConn{rc: rc}
+	c.wfn, c.rfn = c.write, c.read
+	return c
 }
 
-func (w *rawConn) write(fd uintptr) bool {
-	n, err := sysWrite(fd, w.wp)
-	w.wn, w.werr = max(n, 0), err
+func (c *rawConn) write(fd uintptr) bool {
+	n, err := sysWrite(fd, c.wp)
+	c.wn, c.werr = max(n, 0), err
 	return true // never wait for the socket to become writable
 }
 
 // tryWrite writes a prefix of p, possibly empty, without blocking. A
 // socket whose buffer is full is not an error. The caller must be the
 // only one writing to the socket.
-func (w *rawConn) tryWrite(p []byte) (int, error) {
-	w.wp = p
-	err := w.rc.Write(w.wfn)
-	w.wp = nil
+func (c *rawConn) tryWrite(p []byte) (int, error) {
+	c.wp = p
+	err := c.rc.Write(c.wfn)
+	c.wp = nil
 	if err != nil {
 		return 0, err
 	}
-	if errors.Is(w.werr, syscall.EAGAIN) || errors.Is(w.werr, syscall.EINTR) {
-		return w.wn, nil
+	if errors.Is(c.werr, syscall.EAGAIN) || errors.Is(c.werr, syscall.EINTR) {
+		return c.wn, nil
 	}
-	return w.wn, w.werr
+	return c.wn, c.werr
 }
 
-func (w *rawConn) read(fd uintptr) bool {
+func (c *rawConn) read(fd uintptr) bool {
 	for {
-		n, err := sysRead(fd, w.rp)
+		n, err := sysRead(fd, c.rp)
 		switch {
 		case err == syscall.EINTR:
 			continue
 		case err == syscall.EAGAIN:
 			return false // nothing yet: the poller waits, then calls again
 		case err != nil:
-			w.rn, w.rerr = 0, err
+			c.rn, c.rerr = 0, err
 		case n == 0:
-			w.rn, w.rerr = 0, io.EOF
+			c.rn, c.rerr = 0, io.EOF
 		default:
-			w.rn, w.rerr = n, nil
+			c.rn, c.rerr = n, nil
 		}
 		return true
 	}
@@ -97,15 +97,15 @@ func (w *rawConn) read(fd uintptr) bool {
 
 // Read reads into p like the socket's own Read. Only the reader goroutine
 // calls it.
-func (w *rawConn) Read(p []byte) (int, error) {
+func (c *rawConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	w.rp = p
-	err := w.rc.Read(w.rfn)
-	w.rp = nil
+	c.rp = p
+	err := c.rc.Read(c.rfn)
+	c.rp = nil
 	if err != nil {
 		return 0, err
 	}
-	return w.rn, w.rerr
+	return c.rn, c.rerr
 }
