@@ -86,6 +86,8 @@ type Connection struct {
 
 	writeWake chan struct{}
 	armed     time.Time   // the deadline the writer's timer is set for (guarded by mu)
+	inWrite   bool        // the writer goroutine is writing (guarded by mu)
+	wtick     *time.Timer // passes the time in while a write blocks (set under mu)
 	kickRead  atomic.Bool // the reader must drain events (set before interrupting its Read)
 	inHandler atomic.Bool // the reader is running a ConsumeOptions.Handler
 	done      chan struct{}
@@ -264,15 +266,22 @@ func (c *Connection) shutdown() {
 	close(c.done)
 }
 
-// writeLoop owns the clock: it writes what the machine queues, with a
-// write deadline no later than the machine's next deadline, so a broker
-// that stops reading cannot freeze heartbeats and timeouts.
+// writeLoop owns the clock: it writes what the machine queues and passes
+// the time in at the machine's deadlines. While a write blocks (a broker
+// that stops reading), a timer keeps passing the time in, so heartbeats
+// and timeouts are not frozen. No write deadlines: after one expires a TLS
+// connection refuses every later write.
 func (c *Connection) writeLoop() {
 	defer c.wg.Done()
 	var out []byte
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
+	c.mu.Lock()
+	c.wtick = time.AfterFunc(time.Hour, c.writeTick)
+	c.wtick.Stop()
+	c.mu.Unlock()
+	defer c.wtick.Stop()
 	for {
 		c.mu.Lock()
 		out = out[:0]
@@ -288,32 +297,22 @@ func (c *Connection) writeLoop() {
 		deadline := c.m.Deadline()
 		c.armed = deadline
 		closed := c.m.State() == statemachine.StateClosed
+		c.inWrite = len(out) > 0
 		c.mu.Unlock()
 
+		if len(out) > 0 && !deadline.IsZero() {
+			c.wtick.Reset(time.Until(deadline))
+		}
 		for w := 0; w < len(out); {
-			if !deadline.IsZero() {
-				_ = c.nc.SetWriteDeadline(deadline)
-			}
 			n, err := c.nc.Write(out[w:])
 			w += n
 			c.mu.Lock()
 			c.writing = len(out) - w
 			c.wbusy = w < len(out)
+			c.inWrite = c.wbusy
 			c.roomLocked()
 			c.mu.Unlock()
 			if err == nil {
-				continue
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				c.tick()
-				c.mu.Lock()
-				deadline = c.m.Deadline()
-				dead := c.m.State() == statemachine.StateClosed
-				c.mu.Unlock()
-				if dead {
-					return
-				}
 				continue
 			}
 			c.log.Debug("amqp write failed", "error", err)
@@ -324,7 +323,7 @@ func (c *Connection) writeLoop() {
 			c.nc.Close()
 			return
 		}
-		_ = c.nc.SetWriteDeadline(time.Time{})
+		c.wtick.Stop()
 		if closed {
 			return
 		}
@@ -340,6 +339,17 @@ func (c *Connection) writeLoop() {
 		}
 		timer.Stop()
 	}
+}
+
+// writeTick passes the time in while the writer is blocked in a write,
+// and re-arms itself for the machine's next deadline until the write ends.
+func (c *Connection) writeTick() {
+	c.tick()
+	c.mu.Lock()
+	if d := c.m.Deadline(); c.inWrite && !d.IsZero() {
+		c.wtick.Reset(time.Until(d))
+	}
+	c.mu.Unlock()
 }
 
 // flushDirect writes what the machine has queued from the calling

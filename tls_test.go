@@ -1,6 +1,7 @@
 package warren
 
 import (
+	"bytes"
 	"context"
 	cryptotls "crypto/tls"
 	"crypto/x509"
@@ -21,7 +22,8 @@ import (
 
 // tlsFrontend terminates TLS in front of the broker's plain port, as a
 // load balancer would, so the client does a real TLS handshake.
-func tlsFrontend(t *testing.T, cert cryptotls.Certificate) string {
+// What the client sends through it is copied to sent, when not nil.
+func tlsFrontend(t *testing.T, cert cryptotls.Certificate, sent io.Writer) string {
 	t.Helper()
 	ln, err := cryptotls.Listen("tcp", "127.0.0.1:0", &cryptotls.Config{Certificates: []cryptotls.Certificate{cert}, MinVersion: cryptotls.VersionTLS12})
 	require.NoError(t, err)
@@ -45,7 +47,11 @@ func tlsFrontend(t *testing.T, cert cryptotls.Certificate) string {
 				}
 				defer back.Close()
 				done := make(chan struct{})
-				go func() { _, _ = io.Copy(back, front); back.(*net.TCPConn).CloseWrite(); close(done) }()
+				var dst io.Writer = back
+				if sent != nil {
+					dst = io.MultiWriter(back, sent)
+				}
+				go func() { _, _ = io.Copy(dst, front); back.(*net.TCPConn).CloseWrite(); close(done) }()
 				_, _ = io.Copy(front, back)
 				front.Close()
 				<-done
@@ -55,9 +61,29 @@ func tlsFrontend(t *testing.T, cert cryptotls.Certificate) string {
 	return ln.Addr().String()
 }
 
+// lockedBuffer is a bytes.Buffer safe for concurrent writers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// Bytes returns a copy of what was written so far.
+func (l *lockedBuffer) Bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return bytes.Clone(l.b.Bytes())
+}
+
 func TestBrokerTLS(t *testing.T) {
 	ca := testcerts.NewCA(t, "warren test CA")
-	addr := tlsFrontend(t, ca.Issue(t, "localhost", x509.ExtKeyUsageServerAuth))
+	sent := &lockedBuffer{}
+	addr := tlsFrontend(t, ca.Issue(t, "localhost", x509.ExtKeyUsageServerAuth), sent)
 	_, port, _ := net.SplitHostPort(addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -65,7 +91,6 @@ func TestBrokerTLS(t *testing.T) {
 	t.Run("trusted", func(t *testing.T) {
 		c, err := DialWith(ctx, "amqps://guest:guest@localhost:"+port+"/", DialOptions{TLSConfig: &cryptotls.Config{RootCAs: ca.Pool()}})
 		require.NoError(t, err)
-		defer c.Close(ctx)
 		tc, ok := c.NetConn().(*cryptotls.Conn)
 		require.True(t, ok, "the connection runs over TLS")
 		require.True(t, tc.ConnectionState().HandshakeComplete)
@@ -73,6 +98,12 @@ func TestBrokerTLS(t *testing.T) {
 		require.NoError(t, err)
 		_, err = ch.QueueDeclare(ctx, "", QueueOptions{Exclusive: true})
 		require.NoError(t, err)
+
+		// A clean close over TLS: connection.close (class 10, method 50,
+		// reply code 200) reaches the broker, which answers close-ok.
+		require.NoError(t, c.Close(ctx))
+		require.NoError(t, c.Err())
+		require.Contains(t, string(sent.Bytes()), "\x00\x0a\x00\x32\x00\xc8", "connection.close was sent")
 	})
 
 	t.Run("CA file from the URI", func(t *testing.T) {
