@@ -98,6 +98,7 @@ func (ch *Channel) open(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	c.flushDirect()
+	c.ensureReader()
 	select {
 	case err := <-wait:
 		return err
@@ -193,7 +194,7 @@ func (ch *Channel) call(ctx context.Context, m frames.Method) (frames.Method, *D
 	ch.waiters = append(ch.waiters, w)
 	c.mu.Unlock()
 	c.flushDirect()
-	reply, err := w.wait(ctx)
+	reply, err := w.wait(ctx, c)
 	return reply, w.msg, err
 }
 
@@ -282,7 +283,7 @@ func (ch *Channel) Close(ctx context.Context) error {
 	ch.waiters = append(ch.waiters, w) // resolved when the channel closes
 	c.mu.Unlock()
 	c.flushDirect()
-	_, err := w.wait(ctx)
+	_, err := w.wait(ctx, c)
 	if errors.Is(err, ErrClosed) {
 		return nil
 	}

@@ -88,13 +88,23 @@ type Connection struct {
 	armed     time.Time   // the deadline the writer's timer is set for (guarded by mu)
 	inWrite   bool        // the writer goroutine is writing (guarded by mu)
 	wtick     *time.Timer // passes the time in while a write blocks (set under mu)
-	kickRead  atomic.Bool // the reader must drain events (set before interrupting its Read)
 	inHandler atomic.Bool // the reader is running a ConsumeOptions.Handler
 	done      chan struct{}
 	wg        sync.WaitGroup
 	notify    notifier
 	topo      topology
 	connector Connector
+
+	// Who reads the socket (readturn.go).
+	rowner     readOwner     // guarded by mu
+	lent       atomic.Bool   // rowner == ownNone, readable without the lock
+	lendHint   atomic.Bool   // a goroutine blocked waiting for a reply while the reader read
+	rwake      chan struct{} // wakes the parked reader goroutine
+	handoff    []action      // a waiter's last actions, for the reader to perform (guarded by mu)
+	wacts      []action      // a reading waiter's scratch (used by the socket's owner only)
+	watch      ctxWatch      // a reading waiter's context (used by the socket's owner only)
+	lendPeriod time.Duration // how long a lent socket may go unread (guarded by mu)
+	turns      turnStats     // guarded by mu
 
 	// Reader state, guarded by mu.
 	strings frames.Interner     // repeating property strings
@@ -156,17 +166,19 @@ func Open(ctx context.Context, nc net.Conn, cfg Config) (*Connection, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	c := &Connection{
-		cfg:       cfg,
-		nc:        nc,
-		raw:       newRawConn(nc),
-		log:       log,
-		m:         m,
-		chans:     make(map[uint16]*Channel),
-		opening:   make(map[uint16]chan error),
-		connected: make(chan struct{}),
-		writeWake: make(chan struct{}, 1),
-		done:      make(chan struct{}),
-		dying:     make(chan struct{}),
+		cfg:        cfg,
+		nc:         nc,
+		raw:        newRawConn(nc),
+		log:        log,
+		m:          m,
+		chans:      make(map[uint16]*Channel),
+		opening:    make(map[uint16]chan error),
+		connected:  make(chan struct{}),
+		writeWake:  make(chan struct{}, 1),
+		rwake:      make(chan struct{}, 1),
+		lendPeriod: defaultLendPeriod,
+		done:       make(chan struct{}),
+		dying:      make(chan struct{}),
 	}
 	c.notify.init()
 	c.intern = c.strings.String
@@ -194,6 +206,7 @@ func (c *Connection) abort() {
 	c.mu.Lock()
 	c.m.FeedEOF() // the machine reports every channel and the connection closed
 	c.mu.Unlock()
+	c.kickReader() // a parked reader must see it
 	c.nc.Close()
 	c.wg.Wait()
 }
@@ -205,15 +218,21 @@ func (c *Connection) wakeWriter() {
 	}
 }
 
-// kickReader makes the reader drain events produced outside it (by a
-// timeout or a command) even while it waits for input.
+// kickReader makes whoever reads the socket drain events produced outside
+// it (by a timeout or a command) even while it waits for input; a parked
+// reader takes the socket back to do so.
 func (c *Connection) kickReader() {
-	c.kickRead.Store(true)
 	_ = c.nc.SetReadDeadline(time.Now())
+	select {
+	case c.rwake <- struct{}{}:
+	default:
+	}
 }
 
-// readLoop is the only goroutine that drains the machine's events, so
-// deliveries reach consumers in order and each consumer's channel has one
+// readLoop reads the socket and drains the machine's events. It is the
+// only goroutine that does so, except while it has lent the socket to a
+// goroutine waiting for a reply (see readturn.go); deliveries always reach
+// consumers from here, in order, so each consumer's channel has one
 // sender.
 func (c *Connection) readLoop() {
 	defer c.wg.Done()
@@ -221,32 +240,41 @@ func (c *Connection) readLoop() {
 	if c.raw != nil {
 		rd = c.raw
 	}
+	park := time.NewTimer(time.Hour)
+	park.Stop()
+	defer park.Stop()
 	var acts []action
 	for {
-		// Read straight into the machine's input buffer: the reader is the
-		// only goroutine that feeds the machine or drains its events.
+		wake := false
 		c.mu.Lock()
-		buf := c.m.ReadBuffer(readBufferSize)
-		c.mu.Unlock()
-		n, err := rd.Read(buf)
-		if err != nil && c.kickRead.Load() {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				c.kickRead.Store(false)
-				_ = c.nc.SetReadDeadline(time.Time{})
-				err = nil
-			}
+		if c.rowner != ownReader {
+			c.mu.Unlock()
+			// Lent out: wait for the socket to come back, then catch up
+			// with what happened meanwhile before reading again.
+			c.perform(c.awaitTurn(park))
+			c.mu.Lock()
+			acts = c.drainLocked(acts[:0])
+			// Nothing was read, so nothing queued here: bytes queued
+			// meanwhile are their maker's to flush, and waking the writer
+			// would take them from under it.
+			wake = c.deadlineMovedLocked()
+		} else {
+			// Read straight into the machine's input buffer: only the
+			// socket's current reader feeds the machine or drains events.
+			buf := c.m.ReadBuffer(readBufferSize)
+			c.mu.Unlock()
+			n, err := readInput(c.nc, rd, buf)
+			c.mu.Lock()
+			acts = c.ingestLocked(n, err, acts[:0])
+			wake = c.writerNeededLocked()
 		}
-		c.mu.Lock()
-		if n > 0 {
-			_ = c.m.Received(n)
-		}
-		if err != nil {
-			c.m.FeedEOF()
-		}
-		acts = c.drainLocked(acts[:0])
 		closed := c.m.State() == statemachine.StateClosed
-		wake := closed || c.writerNeededLocked()
+		wake = wake || closed
+		lend := !closed && c.lendHint.Load() && c.lendHint.Swap(false)
+		if lend && len(acts) == 0 {
+			c.lendLocked()
+			lend = false
+		}
 		c.mu.Unlock()
 		if wake {
 			c.wakeWriter()
@@ -254,10 +282,45 @@ func (c *Connection) readLoop() {
 		c.perform(acts)
 		clear(acts)
 		if closed {
+			c.mu.Lock()
+			c.watch.close()
+			c.mu.Unlock()
 			c.shutdown()
 			return
 		}
+		if lend { // after perform, so what it does comes before what a waiter reads next
+			c.mu.Lock()
+			c.lendLocked()
+			c.mu.Unlock()
+		}
 	}
+}
+
+// readInput reads the socket into buf. A timeout is not an error: read
+// deadlines only ever interrupt a read so that the reader drains events
+// (kickReader) or a waiter reading for itself notices its context ended.
+func readInput(nc net.Conn, rd io.Reader, buf []byte) (int, error) {
+	n, err := rd.Read(buf)
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			_ = nc.SetReadDeadline(time.Time{})
+			err = nil
+		}
+	}
+	return n, err
+}
+
+// ingestLocked feeds n bytes read (and the read's error) to the machine and
+// drains its events into acts.
+func (c *Connection) ingestLocked(n int, err error, acts []action) []action {
+	if n > 0 {
+		_ = c.m.Received(n)
+	}
+	if err != nil {
+		c.m.FeedEOF()
+	}
+	return c.drainLocked(acts)
 }
 
 // shutdown runs once, in the reader, after the machine reached Closed.
@@ -401,9 +464,12 @@ type flushStats struct {
 // to write, or a deadline earlier than the one its timer is set for. The
 // reader wakes it only then, sparing a goroutine switch per read.
 func (c *Connection) writerNeededLocked() bool {
-	if c.m.OutboundLen() > 0 || len(c.carry) > 0 {
-		return true
-	}
+	return c.m.OutboundLen() > 0 || len(c.carry) > 0 || c.deadlineMovedLocked()
+}
+
+// deadlineMovedLocked reports whether the machine's deadline is earlier
+// than the one the writer's timer is set for.
+func (c *Connection) deadlineMovedLocked() bool {
 	d := c.m.Deadline()
 	return !d.IsZero() && (c.armed.IsZero() || d.Before(c.armed))
 }
@@ -564,7 +630,7 @@ func (c *Connection) UpdateSecret(ctx context.Context, secret, reason string) er
 	c.secretWaiters = append(c.secretWaiters, w)
 	c.mu.Unlock()
 	c.flushDirect()
-	_, err := w.wait(ctx)
+	_, err := w.wait(ctx, c)
 	return err
 }
 

@@ -236,7 +236,7 @@ func (ch *Channel) Consume(ctx context.Context, queue string, opts ConsumeOption
 	ch.waiters = append(ch.waiters, w)
 	c.mu.Unlock()
 	c.flushDirect()
-	if _, err := w.wait(ctx); err != nil {
+	if _, err := w.wait(ctx, c); err != nil {
 		return nil, err
 	}
 	c.topo.addConsumer(DeclaredConsumer{Queue: queue, Tag: cons.tag, Options: opts})

@@ -29,12 +29,13 @@ func (w *waiter) resolve(reply frames.Method, msg *Delivery, err error) {
 // wait leaves the request in place: its reply is still consumed when it
 // comes, so the channel stays in step. The context bounds the wait, not
 // the broker's operation.
-func (w *waiter) wait(ctx context.Context) (frames.Method, error) {
+func (w *waiter) wait(ctx context.Context, c *Connection) (frames.Method, error) {
 	select {
 	case <-w.done:
 		return w.reply, w.err
 	default:
 	}
+	c.readFor(ctx, w.done)
 	select {
 	case <-w.done:
 		return w.reply, w.err

@@ -29,6 +29,7 @@ type Publishing struct {
 type Confirmation struct {
 	// Seq is the publish's sequence number: the delivery tag of its confirm.
 	Seq  uint64
+	conn *Connection
 	done chan struct{}
 	ack  bool
 	ret  *Return
@@ -41,7 +42,10 @@ func (cf *Confirmation) resolve(ack bool, err error) {
 }
 
 // Done is closed when the outcome is known.
-func (cf *Confirmation) Done() <-chan struct{} { return cf.done }
+func (cf *Confirmation) Done() <-chan struct{} {
+	cf.conn.ensureReader() // the caller may block on it: the socket must be read
+	return cf.done
+}
 
 // Wait waits for the outcome: acked reports basic.ack (true) or basic.nack
 // (false); err is non-nil when the channel or connection closed first
@@ -52,6 +56,7 @@ func (cf *Confirmation) Wait(ctx context.Context) (acked bool, err error) {
 		return cf.ack, cf.err
 	default:
 	}
+	cf.conn.readFor(ctx, cf.done)
 	select {
 	case <-cf.done:
 		return cf.ack, cf.err
@@ -103,6 +108,7 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 		}
 		room := c.roomChanLocked()
 		c.mu.Unlock()
+		c.ensureReader() // flow and unblocking come from the broker
 		select {
 		case <-room:
 		case <-c.done:
@@ -124,7 +130,7 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 	if err != nil {
 		err = ch.wrapErr(err)
 	} else if seq != 0 {
-		cf = &Confirmation{Seq: seq, done: make(chan struct{})}
+		cf = &Confirmation{Seq: seq, conn: c, done: make(chan struct{})}
 		ch.confirms.Push(seq, cf)
 		// Nothing else awaits a confirm on this channel: most likely the
 		// caller publishes one message at a time and waits for each, so
@@ -220,7 +226,7 @@ func (ch *Channel) Confirm(ctx context.Context) error {
 	ch.waiters = append(ch.waiters, w)
 	c.mu.Unlock()
 	c.flushDirect()
-	_, err := w.wait(ctx)
+	_, err := w.wait(ctx, c)
 	if err != nil {
 		return fmt.Errorf("amqp: confirm.select: %w", err)
 	}
