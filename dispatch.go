@@ -270,6 +270,13 @@ func (c *Connection) perform(acts []action) {
 				c.inHandler.Store(false)
 				continue
 			}
+			// A plain non-blocking send first: it succeeds while the
+			// buffer has room, and costs far less than a two-way select.
+			select {
+			case a.cons.deliveries <- a.d:
+				continue
+			default:
+			}
 			select {
 			case a.cons.deliveries <- a.d:
 			case <-c.dying:
