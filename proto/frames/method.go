@@ -46,7 +46,9 @@ type Method interface {
 // it forgets everything and starts again. The zero value is ready to use
 // and not safe for concurrent use; a nil *Interner allocates every string.
 type Interner struct {
-	m map[string]string
+	m      map[string]string
+	recent [4]string // the last strings returned: most frames repeat them, and comparing is cheaper than hashing
+	next   uint8
 }
 
 // Interner bounds: strings longer than internMaxLen are never kept, and the
@@ -64,9 +66,21 @@ func (in *Interner) String(b []byte) string {
 	if in == nil || len(b) > internMaxLen {
 		return string(b)
 	}
-	if s, ok := in.m[string(b)]; ok { // no allocation: the compiler recognises m[string(b)]
-		return s
+	for _, s := range &in.recent {
+		if string(b) == s { // no allocation: a comparison
+			return s
+		}
 	}
+	s, ok := in.m[string(b)] // no allocation: the compiler recognises m[string(b)]
+	if !ok {
+		s = in.add(b)
+	}
+	in.recent[in.next%uint8(len(in.recent))] = s
+	in.next++
+	return s
+}
+
+func (in *Interner) add(b []byte) string {
 	if in.m == nil || len(in.m) >= internMaxEntries {
 		in.m = make(map[string]string, 64)
 	}

@@ -363,6 +363,17 @@ func TestInterner(t *testing.T) {
 		require.Equal(t, s, in.String([]byte(s)))
 	}
 	require.LessOrEqual(t, len(in.m), internMaxEntries)
+
+	// Strings served from the recent few and from the table alike are
+	// the right ones, whatever the order and however similar they are.
+	words := []string{"q", "q1", "q2", "amq.ctag-1", "amq.ctag-2", "q", "routing", "q1", "x", "amq.ctag-1"}
+	for round := range 3 {
+		for i, w := range words {
+			got := in.String([]byte(w))
+			require.Equal(t, w, got, "round %d, word %d", round, i)
+			require.Equal(t, unsafeStringData(in.String([]byte(w))), unsafeStringData(got), "the same stored string")
+		}
+	}
 }
 
 func unsafeStringData(s string) *byte { return unsafe.StringData(s) }
