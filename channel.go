@@ -29,6 +29,7 @@ type Channel struct {
 	reopening   chan struct{} // closed when a reopening finishes
 	waiters     []*waiter
 	consumers   map[string]*consumer
+	lastCons    *consumer // the consumer found for the last delivery
 	flowActive  bool
 	confirming  bool
 	qos         *frames.BasicQos
@@ -210,11 +211,28 @@ func (ch *Channel) wrapErr(err error) error {
 func (ch *Channel) onReplyLocked(acts []action, m frames.Method) []action {
 	if ok, isCancel := m.(*frames.BasicCancelOK); isCancel {
 		if cons := ch.consumers[ok.ConsumerTag]; cons != nil {
-			delete(ch.consumers, ok.ConsumerTag)
+			ch.dropConsumerLocked(ok.ConsumerTag)
 			acts = append(acts, action{kind: actEndConsumer, cons: cons})
 		}
 	}
 	return acts
+}
+
+// consumerLocked finds the consumer a delivery is for. Deliveries come in
+// runs for one consumer, so the last one found is checked before the map.
+func (ch *Channel) consumerLocked(tag string) *consumer {
+	if cons := ch.lastCons; cons != nil && cons.tag == tag {
+		return cons
+	}
+	cons := ch.consumers[tag]
+	ch.lastCons = cons
+	return cons
+}
+
+// dropConsumerLocked forgets a consumer.
+func (ch *Channel) dropConsumerLocked(tag string) {
+	delete(ch.consumers, tag)
+	ch.lastCons = nil
 }
 
 // onClosedLocked handles the end of an incarnation: waiters fail,
@@ -242,7 +260,7 @@ func (ch *Channel) onClosedLocked(acts []action, err error) []action {
 	for tag, cons := range ch.consumers {
 		cons.err = failWith
 		acts = append(acts, action{kind: actEndConsumer, cons: cons})
-		delete(ch.consumers, tag)
+		ch.dropConsumerLocked(tag)
 		if channelOnly {
 			ch.conn.topo.deleteConsumer(tag)
 		}

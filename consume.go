@@ -232,6 +232,7 @@ func (ch *Channel) Consume(ctx context.Context, queue string, opts ConsumeOption
 	}
 	cons.tag = m.ConsumerTag // generated when empty
 	ch.consumers[cons.tag] = cons
+	ch.lastCons = nil
 	w := newWaiter()
 	ch.waiters = append(ch.waiters, w)
 	c.mu.Unlock()
@@ -258,7 +259,7 @@ func (ch *Channel) onServerCancelLocked(acts []action, tag string) []action {
 	if cons == nil {
 		return acts
 	}
-	delete(ch.consumers, tag)
+	ch.dropConsumerLocked(tag)
 	ch.conn.topo.deleteConsumer(tag)
 	if cons.onCancel != nil {
 		fn := cons.onCancel

@@ -155,7 +155,7 @@ func (c *Connection) drainLocked(acts []action) []action {
 			if ch == nil {
 				continue
 			}
-			cons := ch.consumers[e.Message.ConsumerTag]
+			cons := ch.consumerLocked(e.Message.ConsumerTag)
 			if cons == nil {
 				c.log.Warn("amqp delivery for an unknown consumer", "channel", e.Channel, "consumer_tag", e.Message.ConsumerTag)
 				continue
