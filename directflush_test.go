@@ -41,9 +41,15 @@ func tcpScripted(t *testing.T, serve func(b *scriptedBroker)) net.Conn {
 // confirm mode when confirm is set); both close when the test ends.
 func openScripted(t *testing.T, nc net.Conn, confirm bool) (context.Context, *Connection, *Channel) {
 	t.Helper()
+	return openScriptedWith(t, nc, confirm, Config{})
+}
+
+// openScriptedWith is openScripted with a Config.
+func openScriptedWith(t *testing.T, nc net.Conn, confirm bool, cfg Config) (context.Context, *Connection, *Channel) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
-	conn, err := Open(ctx, nc, Config{})
+	conn, err := Open(ctx, nc, cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close(ctx) })
 	ch, err := conn.Channel(ctx)
@@ -348,4 +354,51 @@ func TestDirectFlushNotAroundWrappers(t *testing.T) {
 	defer cc.mu.Unlock()
 	require.Greater(t, cc.written-before, 10*64, "every publish went through the wrapper's Write")
 	require.Zero(t, conn.flushCounts().direct)
+}
+
+// Deliveries reach a consumer in order whether they go straight into its
+// buffer while it has room or queue behind it when it is full.
+func TestDeliveriesInOrderThroughAFullBuffer(t *testing.T) {
+	const n = 2000
+	nc := tcpScripted(t, func(b *scriptedBroker) {
+		if b.handshake(0) != nil || b.answerChannel(false) != nil {
+			return
+		}
+		m, _, err := b.readMethod()
+		if err != nil {
+			return
+		}
+		tag := m.(*frames.BasicConsume).ConsumerTag
+		out, _ := frames.AppendMethod(nil, 1, &frames.BasicConsumeOK{ConsumerTag: tag})
+		for i := uint64(1); i <= n; i++ {
+			out, _ = frames.AppendMessage(out, 1, &frames.BasicDeliver{ConsumerTag: tag, DeliveryTag: i, RoutingKey: "q"}, nil, seqBody(i, 16), 131072)
+			if i%300 == 0 { // several reads' worth, some while the buffer is full
+				_, _ = b.conn.Write(out)
+				out = out[:0]
+			}
+		}
+		_, _ = b.conn.Write(out)
+		_, _, _ = b.readMethod() // until the client closes
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := Open(ctx, nc, Config{ConsumerBuffer: 4})
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	ch, err := conn.Channel(ctx)
+	require.NoError(t, err)
+	cons, err := ch.Consume(ctx, "q", ConsumeOptions{NoAck: true})
+	require.NoError(t, err)
+	for i := uint64(1); i <= n; i++ {
+		if i%500 == 1 {
+			time.Sleep(20 * time.Millisecond) // let the buffer fill
+		}
+		select {
+		case d := <-cons.Deliveries():
+			require.Equal(t, i, d.DeliveryTag)
+			require.Equal(t, i, binary.BigEndian.Uint64(d.Body))
+		case <-ctx.Done():
+			t.Fatalf("delivery %d did not arrive", i)
+		}
+	}
 }
