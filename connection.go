@@ -231,9 +231,9 @@ func (c *Connection) kickReader() {
 
 // readLoop reads the socket and drains the machine's events. It is the
 // only goroutine that does so, except while it has lent the socket to a
-// goroutine waiting for a reply (see readturn.go). Deliveries are sent by
-// the socket's owner only, in order, so each consumer's channel has one
-// sender at a time; any that may block are sent from here.
+// goroutine waiting for a reply (see readturn.go); deliveries always reach
+// consumers from here, in order, so each consumer's channel has one
+// sender.
 func (c *Connection) readLoop() {
 	defer c.wg.Done()
 	var rd io.Reader = c.nc

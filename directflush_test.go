@@ -356,8 +356,8 @@ func TestDirectFlushNotAroundWrappers(t *testing.T) {
 	require.Zero(t, conn.flushCounts().direct)
 }
 
-// Deliveries reach a consumer in order whether they go straight into its
-// buffer while it has room or queue behind it when it is full.
+// Deliveries reach a consumer in order, also when its buffer is full and
+// the reader waits for room in the middle of a batch.
 func TestDeliveriesInOrderThroughAFullBuffer(t *testing.T) {
 	const n = 2000
 	nc := tcpScripted(t, func(b *scriptedBroker) {

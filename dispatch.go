@@ -116,7 +116,6 @@ func (c *Connection) markDying() {
 // here, they never block) and actions for perform. Event byte slices are
 // copied into owned values here: the one copy of the client layer.
 func (c *Connection) drainLocked(acts []action) []action {
-	queued := false // a delivery waits in acts: later ones queue behind it
 	for {
 		e := c.m.NextEvent()
 		switch e.Kind {
@@ -163,17 +162,6 @@ func (c *Connection) drainLocked(acts []action) []action {
 			}
 			d := ch.delivery(&e.Message)
 			d.cons = cons
-			if cons.handler == nil && !queued && !cons.ended {
-				// Room in the consumer's buffer: send now, sparing the
-				// copies through acts. A consumer still in the map is
-				// not closed, and nothing queued may go first.
-				select {
-				case cons.deliveries <- d:
-					continue
-				default:
-				}
-			}
-			queued = true
 			acts = append(acts, action{kind: actDeliver, cons: cons, d: d})
 		case statemachine.EventReturn:
 			ch := c.chans[e.Channel]

@@ -27,10 +27,8 @@ import (
 //   - A waiting goroutine takes a lent socket (ownWaiter) and reads until its
 //     answer arrives or its context ends, then gives the socket back: lent
 //     again if the connection is still quiet, else to the reader goroutine.
-//   - Deliveries that do not fit in their consumer's buffer, handlers and
-//     the shutdown stay with the reader goroutine: a waiter that meets any
-//     hands them over with the socket (deliveries that fit go straight in,
-//     sent by whoever drains the events, as only the socket's owner does).
+//   - Deliveries, handlers and the shutdown stay with the reader goroutine:
+//     a waiter that reads any hands them over with the socket.
 //   - Anything else that may block on the broker takes the socket back
 //     (ensureReader), and so does a kick (kickReader). A socket nobody
 //     took returns to the reader after the lend period (defaultLendPeriod), so heartbeats and a
@@ -257,8 +255,7 @@ func (w *ctxWatch) close() {
 }
 
 // readerWork reports whether acts hold work only the reader goroutine
-// does: deliveries that did not fit in their consumer's buffer (sending
-// them may block) or that go to a handler.
+// does: deliveries (which may block on a consumer, or run its handler).
 func readerWork(acts []action) bool {
 	for i := range acts {
 		if acts[i].kind == actDeliver {

@@ -178,9 +178,8 @@ func TestReadTurnWaiterContextEnds(t *testing.T) {
 	require.True(t, acked)
 }
 
-// Deliveries that a reading waiter reads and cannot put straight into
-// the consumer's buffer are handed to the reader goroutine with the
-// socket, and all reach the consumer in order.
+// Deliveries that a reading waiter reads are handed to the reader
+// goroutine with the socket, and reach the consumer in order.
 func TestReadTurnDeliveriesGoToTheReader(t *testing.T) {
 	const deliveries = 50
 	nc := tcpScripted(t, func(b *scriptedBroker) {
@@ -225,8 +224,7 @@ func TestReadTurnDeliveriesGoToTheReader(t *testing.T) {
 			}
 		}
 	})
-	// A small buffer: deliveries go straight into it while it has room,
-	// and the rest wait for the reader.
+	// A small buffer: the reader also waits for the consumer to catch up.
 	ctx, conn, ch := openScriptedWith(t, nc, true, Config{ConsumerBuffer: 4})
 	conn.setLendPeriod(time.Hour)
 	n := lendSocket(ctx, t, conn, ch)
