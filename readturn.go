@@ -31,8 +31,8 @@ import (
 //     a waiter that reads any hands them over with the socket.
 //   - Anything else that may block on the broker takes the socket back
 //     (ensureReader), and so does a kick (kickReader). A socket nobody
-//     took returns to the reader after the lend period (defaultLendPeriod), so heartbeats and a
-//     broker's close are read within that time.
+//     took returns to the reader after the lend period (defaultLendPeriod),
+//     so heartbeats and a broker's close are read within that time.
 //
 // Read deadlines interrupt whoever reads: kickReader uses them to make
 // the reader drain events, and a waiter's context uses them to end its
