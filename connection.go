@@ -86,7 +86,6 @@ type Connection struct {
 
 	writeWake chan struct{}
 	armed     time.Time   // the deadline the writer's timer is set for (guarded by mu)
-	inWrite   bool        // the writer goroutine is writing (guarded by mu)
 	wtick     *time.Timer // passes the time in while a write blocks (set under mu)
 	inHandler atomic.Bool // the reader is running a ConsumeOptions.Handler
 	done      chan struct{}
@@ -360,7 +359,6 @@ func (c *Connection) writeLoop() {
 		deadline := c.m.Deadline()
 		c.armed = deadline
 		closed := c.m.State() == statemachine.StateClosed
-		c.inWrite = len(out) > 0
 		c.mu.Unlock()
 
 		if len(out) > 0 && !deadline.IsZero() {
@@ -372,7 +370,6 @@ func (c *Connection) writeLoop() {
 			c.mu.Lock()
 			c.writing = len(out) - w
 			c.wbusy = w < len(out)
-			c.inWrite = c.wbusy
 			c.roomLocked()
 			c.mu.Unlock()
 			if err == nil {
@@ -405,11 +402,13 @@ func (c *Connection) writeLoop() {
 }
 
 // writeTick passes the time in while the writer is blocked in a write,
-// and re-arms itself for the machine's next deadline until the write ends.
+// and re-arms itself for the machine's next deadline until the write ends
+// (wbusy; a direct flush sets it too, but never blocks, and a tick before
+// a deadline is harmless).
 func (c *Connection) writeTick() {
 	c.tick()
 	c.mu.Lock()
-	if d := c.m.Deadline(); c.inWrite && !d.IsZero() {
+	if d := c.m.Deadline(); c.wbusy && !d.IsZero() {
 		c.wtick.Reset(time.Until(d))
 	}
 	c.mu.Unlock()

@@ -159,8 +159,8 @@ func TestDriverSilentPeerDetected(t *testing.T) {
 }
 
 // A broker that stops reading in the middle of a large publish: the
-// writer is stuck in Write, yet the heartbeat timer still runs (the write
-// deadline follows the machine's deadline), the connection is declared
+// writer is stuck in Write, yet the heartbeat timer still runs (a timer
+// passes the time in while the write blocks), the connection is declared
 // dead, and the publish's confirmation reports that it may have been sent.
 func TestDriverPeerStopsReadingMidPublish(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
