@@ -126,27 +126,36 @@ func TestReadTurnWaitersReadTheirAnswers(t *testing.T) {
 	require.GreaterOrEqual(t, conn.turnCounts().waiterReads-before, 25, "qos-ok read by the caller itself")
 }
 
+// heldPublish opens a confirm-mode channel on a scripted broker (proposing
+// heartbeat seconds), has the reader lend the socket out, and publishes
+// sequence number 1000, which the broker holds: it calls atHold and acks
+// only if that returns true.
+func heldPublish(t *testing.T, heartbeat uint16, atHold func(b *scriptedBroker) bool) (context.Context, *Connection, *Channel, *Confirmation) {
+	t.Helper()
+	nc := tcpScripted(t, func(b *scriptedBroker) {
+		if b.handshake(heartbeat) != nil || b.answerChannel(true) != nil {
+			return
+		}
+		b.serveConfirms(1000, func() bool { return atHold(b) })
+	})
+	ctx, conn, ch := openScripted(t, nc, true)
+	conn.setLendPeriod(time.Hour)
+	lendSocket(ctx, t, conn, ch)
+	cf, err := ch.PublishWithConfirm(ctx, "", "q", Publishing{Body: seqBody(1000, 64)})
+	require.NoError(t, err)
+	return ctx, conn, ch, cf
+}
+
 // A reading waiter's context ends: Wait returns at once with the
 // context's error, the confirm that comes later still resolves the
 // handle, and the connection goes on.
 func TestReadTurnWaiterContextEnds(t *testing.T) {
 	release := make(chan struct{})
-	nc := tcpScripted(t, func(b *scriptedBroker) {
-		if b.handshake(0) != nil || b.answerChannel(true) != nil {
-			return
-		}
-		b.serveConfirms(1000, func() bool { <-release; return true })
-	})
-	ctx, conn, ch := openScripted(t, nc, true)
-	conn.setLendPeriod(time.Hour)
-	lendSocket(ctx, t, conn, ch)
-
-	cf, err := ch.PublishWithConfirm(ctx, "", "q", Publishing{Body: seqBody(1000, 64)})
-	require.NoError(t, err)
+	ctx, conn, ch, cf := heldPublish(t, 0, func(*scriptedBroker) bool { <-release; return true })
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err = cf.Wait(short)
+	_, err := cf.Wait(short)
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.Less(t, time.Since(start), 5*time.Second, "the read was interrupted")
 	require.Positive(t, conn.turnCounts().waiterReads, "the waiter was reading")
@@ -332,18 +341,7 @@ func TestReadTurnBrokerCloseWhileLent(t *testing.T) {
 // fate is unknown, and the connection shuts down.
 func TestReadTurnPeerGoneWhileWaiterReads(t *testing.T) {
 	gone := make(chan struct{})
-	nc := tcpScripted(t, func(b *scriptedBroker) {
-		if b.handshake(0) != nil || b.answerChannel(true) != nil {
-			return
-		}
-		b.serveConfirms(1000, func() bool { <-gone; return false })
-	})
-	ctx, conn, ch := openScripted(t, nc, true)
-	conn.setLendPeriod(time.Hour)
-	lendSocket(ctx, t, conn, ch)
-
-	cf, err := ch.PublishWithConfirm(ctx, "", "q", Publishing{Body: seqBody(1000, 64)})
-	require.NoError(t, err)
+	ctx, conn, _, cf := heldPublish(t, 0, func(*scriptedBroker) bool { <-gone; return false })
 	result := make(chan error, 1)
 	go func() { _, err := cf.Wait(ctx); result <- err }()
 	require.Eventually(t, func() bool { return conn.owner() == ownWaiter }, 10*time.Second, time.Millisecond)
@@ -365,26 +363,15 @@ func TestReadTurnPeerGoneWhileWaiterReads(t *testing.T) {
 // A broker that goes silent while a waiter reads is declared dead by the
 // heartbeat clock, and the waiter returns.
 func TestReadTurnSilentPeerWhileWaiterReads(t *testing.T) {
-	nc := tcpScripted(t, func(b *scriptedBroker) {
-		if b.handshake(1) != nil || b.answerChannel(true) != nil {
-			return
-		}
-		b.serveConfirms(1000, func() bool {
-			for { // silent from now on, but reading
-				if _, err := b.readFrame(); err != nil {
-					return false
-				}
+	ctx, conn, _, cf := heldPublish(t, 1, func(b *scriptedBroker) bool {
+		for { // silent from now on, but reading
+			if _, err := b.readFrame(); err != nil {
+				return false
 			}
-		})
+		}
 	})
-	ctx, conn, ch := openScripted(t, nc, true)
-	conn.setLendPeriod(time.Hour)
-	lendSocket(ctx, t, conn, ch)
-
-	cf, err := ch.PublishWithConfirm(ctx, "", "q", Publishing{Body: seqBody(1000, 64)})
-	require.NoError(t, err)
 	start := time.Now()
-	_, err = cf.Wait(ctx)
+	_, err := cf.Wait(ctx)
 	require.ErrorIs(t, err, ErrMaybeSent)
 	require.Less(t, time.Since(start), 20*time.Second)
 	<-conn.Done()
