@@ -3,6 +3,8 @@ package warren
 import (
 	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -376,4 +378,80 @@ func TestReadTurnSilentPeerWhileWaiterReads(t *testing.T) {
 	require.Less(t, time.Since(start), 20*time.Second)
 	<-conn.Done()
 	require.ErrorIs(t, conn.Err(), ErrHeartbeatTimeout)
+}
+
+// Against RabbitMQ: one-at-a-time publishes and RPCs read their own
+// replies; then several publishers at once, then a consumer on the same
+// connection. Every publish is confirmed and every message consumed once.
+func TestBrokerWaitersReadTheirReplies(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c := dialTest(t, Config{})
+	ch, err := c.Channel(ctx)
+	require.NoError(t, err)
+	require.NoError(t, ch.Confirm(ctx))
+	q, err := ch.QueueDeclare(ctx, "", QueueOptions{Exclusive: true})
+	require.NoError(t, err)
+
+	publish := func(ch *Channel, body string) error {
+		cf, err := ch.PublishWithConfirm(ctx, "", q.Name, Publishing{Body: []byte(body)})
+		if err != nil {
+			return err
+		}
+		acked, err := cf.Wait(ctx)
+		if err == nil && !acked {
+			err = errors.New("nacked")
+		}
+		return err
+	}
+	const alone = 200
+	for i := range alone {
+		require.NoError(t, publish(ch, fmt.Sprint("alone-", i)))
+		if i%20 == 0 {
+			_, err := ch.QueueDeclare(ctx, q.Name, QueueOptions{Passive: true})
+			require.NoError(t, err)
+		}
+	}
+	st := c.turnCounts()
+	require.Positive(t, st.lent)
+	require.GreaterOrEqual(t, st.waiterReads, alone/2, "replies read by the waiting goroutine")
+
+	const publishers, each = 3, 200
+	var wg sync.WaitGroup
+	errs := make(chan error, publishers)
+	for p := range publishers {
+		pch, err := c.Channel(ctx)
+		require.NoError(t, err)
+		require.NoError(t, pch.Confirm(ctx))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if err := publish(pch, fmt.Sprint("p", p, "-", i)); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+
+	total := alone + publishers*each
+	cons, err := ch.Consume(ctx, q.Name, ConsumeOptions{NoAck: true})
+	require.NoError(t, err)
+	seen := make(map[string]bool, total)
+	for len(seen) < total {
+		select {
+		case d := <-cons.Deliveries():
+			require.False(t, seen[string(d.Body)], "%s delivered twice", d.Body)
+			seen[string(d.Body)] = true
+		case <-ctx.Done():
+			t.Fatalf("%d of %d messages consumed", len(seen), total)
+		}
+	}
+	require.Equal(t, ownReader, c.owner(), "a connection with a consumer is not lent")
 }
