@@ -8,6 +8,7 @@ package warren
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -83,12 +84,23 @@ func confirmChannel(t *testing.T, ctx context.Context, c *Connection) *Channel {
 // routed to.
 func publishConfirmed(t *testing.T, ctx context.Context, ch *Channel, exchange, key string, msg Publishing) *Confirmation {
 	t.Helper()
-	cf, err := ch.PublishWithConfirm(ctx, exchange, key, msg)
+	cf, err := confirmPublish(ctx, ch, exchange, key, msg)
 	require.NoError(t, err)
-	acked, err := cf.Wait(ctx)
-	require.NoError(t, err)
-	require.True(t, acked, "publish to %q with key %q was nacked", exchange, key)
 	return cf
+}
+
+// confirmPublish is publishConfirmed for goroutines other than the test's:
+// a failure, a nack included, is returned.
+func confirmPublish(ctx context.Context, ch *Channel, exchange, key string, msg Publishing) (*Confirmation, error) {
+	cf, err := ch.PublishWithConfirm(ctx, exchange, key, msg)
+	if err != nil {
+		return nil, err
+	}
+	acked, err := cf.Wait(ctx)
+	if err == nil && !acked {
+		err = fmt.Errorf("publish to %q with key %q was nacked", exchange, key)
+	}
+	return cf, err
 }
 
 // queueDepth returns the ready messages of queue, read with a passive

@@ -3,7 +3,6 @@ package warren
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -41,11 +40,7 @@ func (c *Connection) setLendPeriod(d time.Duration) {
 func confirmOneAtATime(ctx context.Context, t *testing.T, ch *Channel, first, n int) {
 	t.Helper()
 	for i := range n {
-		cf, err := ch.PublishWithConfirm(ctx, "", "q", Publishing{Body: seqBody(uint64(first+i), 64)})
-		require.NoError(t, err)
-		acked, err := cf.Wait(ctx)
-		require.NoError(t, err)
-		require.True(t, acked)
+		publishConfirmed(t, ctx, ch, "", "q", Publishing{Body: seqBody(uint64(first+i), 64)})
 	}
 }
 
@@ -394,14 +389,7 @@ func TestBrokerWaitersReadTheirReplies(t *testing.T) {
 	require.NoError(t, err)
 
 	publish := func(ch *Channel, body string) error {
-		cf, err := ch.PublishWithConfirm(ctx, "", q.Name, Publishing{Body: []byte(body)})
-		if err != nil {
-			return err
-		}
-		acked, err := cf.Wait(ctx)
-		if err == nil && !acked {
-			err = errors.New("nacked")
-		}
+		_, err := confirmPublish(ctx, ch, "", q.Name, Publishing{Body: []byte(body)})
 		return err
 	}
 	const alone = 200

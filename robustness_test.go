@@ -118,14 +118,7 @@ func TestBrokerConcurrentUse(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
-				cf, err := pub.PublishWithConfirm(ctx, "", q.Name, Publishing{Body: []byte(fmt.Sprint(w, i))})
-				if err == nil {
-					var acked bool
-					if acked, err = cf.Wait(ctx); err == nil && !acked {
-						err = fmt.Errorf("nacked")
-					}
-				}
-				if err != nil {
+				if _, err := confirmPublish(ctx, pub, "", q.Name, Publishing{Body: []byte(fmt.Sprint(w, i))}); err != nil {
 					errs <- err
 					return
 				}
@@ -338,13 +331,7 @@ func TestBrokerConcurrentDirectWrites(t *testing.T) {
 				if (p+i)%2 == 1 {
 					q = qb.Name
 				}
-				var cf *Confirmation
-				if cf, err = ch.PublishWithConfirm(ctx, "", q, Publishing{Body: []byte(fmt.Sprint(p, i))}); err == nil {
-					var acked bool
-					if acked, err = cf.Wait(ctx); err == nil && !acked {
-						err = fmt.Errorf("nacked")
-					}
-				}
+				_, err = confirmPublish(ctx, ch, "", q, Publishing{Body: []byte(fmt.Sprint(p, i))})
 			}
 			if err != nil {
 				errs <- err
