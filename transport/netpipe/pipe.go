@@ -216,6 +216,29 @@ func (c *Conn) Write(b []byte) (int, error) {
 	}
 }
 
+// TryWrite queues as much of b as fits in the buffer now and returns how
+// many bytes it took, without blocking: like a write to a non-blocking
+// socket, a full buffer is not an error (n may be 0), and neither is
+// another Write in progress (then n is 0, so bytes never interleave). It
+// fails as Write does when c is closed, the write deadline has passed or
+// the peer has closed.
+func (c *Conn) TryWrite(b []byte) (int, error) {
+	p := c.p
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := c.writeErr(); err != nil {
+		return 0, err
+	}
+	if c.writing {
+		return 0, nil
+	}
+	n := c.tx.put(b, p.size)
+	if n > 0 {
+		p.cond.Broadcast() // bytes for a blocked reader
+	}
+	return n, nil
+}
+
 // Close closes c. Blocked and later calls on c fail with [net.ErrClosed];
 // the peer reads what is already queued and then [io.EOF]; bytes the peer
 // had queued for c are dropped and the peer's Writes fail with

@@ -369,3 +369,50 @@ func TestErrorsAreOpErrors(t *testing.T) {
 	require.Equal(t, Addr("server"), oe.Addr)
 	require.NoError(t, client.Close())
 }
+
+// TryWrite takes what fits and never blocks: a full buffer, or another
+// Write in progress, gives 0 and no error; a closed end gives the error
+// Write would.
+func TestTryWrite(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		client, server := PipeWith(Options{BufferSize: 10})
+		defer server.Close()
+
+		n, err := client.TryWrite([]byte("abcdef"))
+		require.NoError(t, err)
+		require.Equal(t, 6, n)
+		n, err = client.TryWrite([]byte("ghijklmn"))
+		require.NoError(t, err)
+		require.Equal(t, 4, n, "only what fits")
+		n, err = client.TryWrite([]byte("x"))
+		require.NoError(t, err)
+		require.Zero(t, n, "a full buffer is not an error")
+
+		// A blocked Write holds the write side: TryWrite must not slip
+		// bytes in between its chunks.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = client.Write([]byte("0123456789"))
+		}()
+		synctest.Wait()
+		buf := make([]byte, 5)
+		_, err = io.ReadFull(server, buf)
+		require.NoError(t, err)
+		n, err = client.TryWrite([]byte("zz"))
+		require.NoError(t, err)
+		require.Zero(t, n, "a Write is in progress")
+		rest := make([]byte, 15)
+		_, err = io.ReadFull(server, rest)
+		require.NoError(t, err)
+		<-done
+		require.Equal(t, "abcdefghij0123456789", string(buf)+string(rest))
+
+		require.NoError(t, server.Close())
+		_, err = client.TryWrite([]byte("late"))
+		require.ErrorIs(t, err, io.ErrClosedPipe)
+		require.NoError(t, client.Close())
+		_, err = client.TryWrite([]byte("late"))
+		require.ErrorIs(t, err, net.ErrClosed)
+	})
+}
