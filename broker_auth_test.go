@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/warren-amqp/warren/internal/driver"
 	"go.uber.org/goleak"
 )
 
@@ -28,9 +30,9 @@ func brokerUser(t *testing.T) (user, password string) {
 
 // mechanism is the SASL mechanism the connection logged in with.
 func (c *Connection) mechanism() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.m.Mechanism()
+	m := c.d.Lock()
+	defer c.d.Unlock(driver.FlushLater)
+	return m.Mechanism()
 }
 
 func TestBrokerLogin(t *testing.T) {
@@ -136,7 +138,7 @@ func TestBrokerCloseConnectionByOperator(t *testing.T) {
 	name := fmt.Sprintf("warren-test-close-%d", time.Now().UnixNano())
 	c := dialURL(t, brokerURL(), Config{ConnectionName: name})
 	require.Equal(t, name, c.Name())
-	closes := c.NotifyClose(make(chan *ConnectionError, 1))
+	closes := c.NotifyClose(make(chan error, 1))
 	ch := newChannel(t, ctx, c)
 	q, err := ch.QueueDeclare(ctx, "", QueueOptions{Exclusive: true})
 	require.NoError(t, err)
@@ -149,11 +151,11 @@ func TestBrokerCloseConnectionByOperator(t *testing.T) {
 
 	var ce *ConnectionError
 	select {
-	case ce = <-closes:
+	case err := <-closes:
+		require.ErrorAs(t, err, &ce)
 	case <-time.After(10 * time.Second):
 		t.Fatal("no close notification")
 	}
-	require.NotNil(t, ce)
 	require.Equal(t, ConnectionForced, ce.Code)
 	require.ErrorIs(t, ce, ConnectionForced)
 	require.Contains(t, ce.Text, "CONNECTION_FORCED")
@@ -203,7 +205,7 @@ func TestBrokerNotImplemented(t *testing.T) {
 			before := goleak.IgnoreCurrent()
 			ctx := brokerCtx(t)
 			c := dialURL(t, brokerURL(), Config{})
-			closes := c.NotifyClose(make(chan *ConnectionError, 1))
+			closes := c.NotifyClose(make(chan error, 1))
 			ch := newChannel(t, ctx, c)
 			other := newChannel(t, ctx, c)
 
@@ -216,11 +218,11 @@ func TestBrokerNotImplemented(t *testing.T) {
 			}
 			var ce *ConnectionError
 			select {
-			case ce = <-closes:
+			case err := <-closes:
+				require.ErrorAs(t, err, &ce)
 			case <-time.After(10 * time.Second):
 				t.Fatal("no close notification")
 			}
-			require.NotNil(t, ce)
 			require.Equal(t, NotImplemented, ce.Code)
 			require.True(t, errors.Is(ce, NotImplemented))
 			require.Contains(t, ce.Text, "NOT_IMPLEMENTED")
@@ -257,7 +259,7 @@ func TestBrokerUpdateSecret(t *testing.T) {
 	ch := newChannel(t, ctx, c)
 	q, err := ch.QueueDeclare(ctx, "", QueueOptions{Exclusive: true})
 	require.NoError(t, err)
-	require.NoError(t, ch.Confirm(ctx))
+	require.NoError(t, ch.ConfirmSelect(ctx))
 	publishConfirmed(t, ctx, ch, "", q.Name, Publishing{Body: []byte("after update-secret")})
 	require.Equal(t, 1, queueDepth(t, ctx, ch, q.Name))
 }

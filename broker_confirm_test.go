@@ -24,7 +24,7 @@ type returnCollector struct {
 
 func collectReturns(ch *Channel) *returnCollector {
 	rc := &returnCollector{got: make(chan struct{}, 1)}
-	ch.NotifyReturn(func(r Return) {
+	forward(ch.NotifyReturn(make(chan Return)), func(r Return) {
 		rc.mu.Lock()
 		rc.rets = append(rc.rets, r)
 		rc.mu.Unlock()
@@ -37,7 +37,7 @@ func collectReturns(ch *Channel) *returnCollector {
 }
 
 // waitFor waits until a return with routing key sentinel arrived and
-// returns every return before it. Return callbacks run in order, so once
+// returns every return before it. Returns are received in order, so once
 // the sentinel's has run, every earlier return has been seen: this proves
 // that no other return is coming for earlier publishes.
 func (rc *returnCollector) waitFor(t *testing.T, ctx context.Context, sentinel string) []Return {
@@ -71,7 +71,7 @@ func TestBrokerMandatoryReturn(t *testing.T) {
 			q, err := ch.QueueDeclare(ctx, "", QueueOptions{Exclusive: true})
 			require.NoError(t, err)
 			if confirm {
-				require.NoError(t, ch.Confirm(ctx))
+				require.NoError(t, ch.ConfirmSelect(ctx))
 			}
 			nowhere := testQueueName(t) + ".nowhere"
 			props := proto.Properties{ContentType: "text/plain", MessageID: "m-1", Headers: proto.Table{{Name: "k", Value: proto.Int32(7)}}}
@@ -155,7 +155,7 @@ func TestBrokerConfirmReturnsBatch(t *testing.T) {
 	ch := newChannel(t, ctx, c)
 	q, err := ch.QueueDeclare(ctx, "", QueueOptions{Exclusive: true})
 	require.NoError(t, err)
-	require.NoError(t, ch.Confirm(ctx))
+	require.NoError(t, ch.ConfirmSelect(ctx))
 	rc := collectReturns(ch)
 	nowhere := testQueueName(t) + ".nowhere"
 	const n = 2000
@@ -207,7 +207,7 @@ func newConfirmCoverage(n int) *confirmCoverage {
 	return &confirmCoverage{seen: make([]bool, n), acked: make([]bool, n), low: 1, full: make(chan struct{})}
 }
 
-func (cc *confirmCoverage) add(cf Confirm) {
+func (cc *confirmCoverage) add(cf ConfirmNotice) {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	if cf.Ack {
@@ -259,9 +259,9 @@ func TestBrokerConfirm100k(t *testing.T) {
 	ch := newChannel(t, ctx, c)
 	q, err := ch.QueueDeclare(ctx, "", QueueOptions{Exclusive: true})
 	require.NoError(t, err)
-	require.NoError(t, ch.Confirm(ctx))
+	require.NoError(t, ch.ConfirmSelect(ctx))
 	cov := newConfirmCoverage(n)
-	ch.NotifyConfirm(cov.add)
+	forward(ch.NotifyConfirm(make(chan ConfirmNotice, 64)), cov.add)
 
 	body := make([]byte, 64)
 	for i := range body {
@@ -313,9 +313,9 @@ func TestBrokerConfirmNack(t *testing.T) {
 		{Name: "x-overflow", Value: proto.String("reject-publish")},
 	}})
 	require.NoError(t, err)
-	require.NoError(t, ch.Confirm(ctx))
+	require.NoError(t, ch.ConfirmSelect(ctx))
 	cov := newConfirmCoverage(5)
-	ch.NotifyConfirm(cov.add)
+	forward(ch.NotifyConfirm(make(chan ConfirmNotice, 64)), cov.add)
 
 	var cfs []*Confirmation
 	for i := 0; i < 5; i++ {
@@ -344,25 +344,40 @@ func TestBrokerConfirmNack(t *testing.T) {
 	require.Equal(t, "0", string(d.Body), "the first two were kept")
 }
 
-// After a channel error the Channel reopens in confirm mode, and the
-// broker numbers the new incarnation's publishes from 1 again.
+// After a channel error the Channel reopens in confirm mode. The broker
+// numbers the new incarnation's publishes from 1 again, but the Channel
+// does not: sequence numbers and confirm notices keep increasing, so none
+// names two publishes.
 func TestBrokerConfirmAfterReopen(t *testing.T) {
 	ctx := brokerCtx(t)
 	c := dialTest(t, Config{})
 	ch := newChannel(t, ctx, c)
 	q, err := ch.QueueDeclare(ctx, "", QueueOptions{Exclusive: true})
 	require.NoError(t, err)
-	require.NoError(t, ch.Confirm(ctx))
+	require.NoError(t, ch.ConfirmSelect(ctx))
+	notices := ch.NotifyConfirm(make(chan ConfirmNotice, 16))
 	for i := 1; i <= 3; i++ {
 		cf := publishConfirmed(t, ctx, ch, "", q.Name, Publishing{Body: []byte("before")})
 		require.Equal(t, uint64(i), cf.Seq)
 	}
 	_, err = ch.QueueDeclare(ctx, testQueueName(t)+".missing", QueueOptions{Passive: true})
 	requireChannelErr(t, err, NotFound)
-	for i := 1; i <= 3; i++ {
+	for i := 4; i <= 6; i++ {
 		cf := publishConfirmed(t, ctx, ch, "", q.Name, Publishing{Body: []byte("after")})
-		require.Equal(t, uint64(i), cf.Seq, "numbering restarts with the new AMQP channel")
+		require.Equal(t, uint64(i), cf.Seq, "numbering goes on across the reopening")
 	}
 	require.Equal(t, uint64(2), ch.Incarnation())
 	require.Equal(t, 6, queueDepth(t, ctx, ch, q.Name))
+	var last uint64
+	for last < 6 {
+		select {
+		case n := <-notices:
+			require.True(t, n.Ack)
+			require.Greater(t, n.DeliveryTag, last)
+			last = n.DeliveryTag
+		case <-ctx.Done():
+			t.Fatalf("confirm notices stopped at %d", last)
+		}
+	}
+	require.Equal(t, uint64(6), last)
 }

@@ -75,7 +75,7 @@ func newChannel(t *testing.T, ctx context.Context, c *Connection) *Channel {
 func confirmChannel(t *testing.T, ctx context.Context, c *Connection) *Channel {
 	t.Helper()
 	ch := newChannel(t, ctx, c)
-	require.NoError(t, ch.Confirm(ctx))
+	require.NoError(t, ch.ConfirmSelect(ctx))
 	return ch
 }
 
@@ -231,7 +231,7 @@ func TestBrokerExchangeDeclareKinds(t *testing.T) {
 			require.Equal(t, ex, d.Exchange)
 			require.Equal(t, tc.match, d.RoutingKey)
 
-			require.NoError(t, ch.QueueUnbind(ctx, q.Name, tc.bindKey, ex, tc.bindArgs))
+			require.NoError(t, ch.QueueUnbind(ctx, q.Name, tc.bindKey, ex, UnbindOptions{Arguments: tc.bindArgs}))
 			requireExchangeMissing(t, ctx, ch, ex) // auto-delete: its last binding went
 		})
 	}
@@ -361,7 +361,7 @@ func TestBrokerExchangeDeleteIfUnused(t *testing.T) {
 	// The same Channel works again, and the exchange is still there.
 	require.NoError(t, ch.ExchangeDeclare(ctx, ex, "direct", ExchangeOptions{Passive: true}))
 	require.Equal(t, uint64(2), ch.Incarnation())
-	require.NoError(t, ch.QueueUnbind(ctx, q.Name, "k", ex, nil))
+	require.NoError(t, ch.QueueUnbind(ctx, q.Name, "k", ex, UnbindOptions{Arguments: nil}))
 	require.NoError(t, ch.ExchangeDelete(ctx, ex, ExchangeDeleteOptions{IfUnused: true}), "unused now")
 	requireExchangeMissing(t, ctx, ch, ex)
 	// Deleting a missing exchange is not an error in RabbitMQ 3.x.
@@ -373,8 +373,7 @@ func TestBrokerExchangeToExchangeBinding(t *testing.T) {
 	c := dialTest(t, Config{})
 	ch := newChannel(t, ctx, c)
 	pub := confirmChannel(t, ctx, c)
-	returns := make(chan Return, 4)
-	pub.NotifyReturn(func(r Return) { returns <- r })
+	returns := pub.NotifyReturn(make(chan Return, 4))
 	base := testQueueName(t)
 	src, dst := base+".src", base+".dst"
 	require.NoError(t, ch.ExchangeDeclare(ctx, src, "topic", ExchangeOptions{AutoDelete: true}))
@@ -462,7 +461,7 @@ func TestBrokerQueueDeclare(t *testing.T) {
 		och := newChannel(t, ctx, owner)
 		_, err := och.QueueDeclare(ctx, name, QueueOptions{Exclusive: true})
 		require.NoError(t, err)
-		require.NoError(t, och.Confirm(ctx))
+		require.NoError(t, och.ConfirmSelect(ctx))
 		publishConfirmed(t, ctx, och, "", name, Publishing{Body: []byte("mine")})
 		require.Equal(t, 1, queueDepth(t, ctx, och, name))
 		// Another connection may not touch it: 405 RESOURCE_LOCKED.
@@ -542,7 +541,7 @@ func TestBrokerQueueBindUnbind(t *testing.T) {
 			require.Equal(t, tc.any, queueDepth(t, ctx, ch, anyq.Name), "x-match=any after %v", tc.msg.Properties.Headers)
 		}
 		// Unbinding a headers binding needs its arguments.
-		require.NoError(t, ch.QueueUnbind(ctx, anyq.Name, "", ex, anyArgs))
+		require.NoError(t, ch.QueueUnbind(ctx, anyq.Name, "", ex, UnbindOptions{Arguments: anyArgs}))
 		publishConfirmed(t, ctx, pub, ex, "", hdr("format", "pdf", "type", "report"))
 		require.Equal(t, 3, queueDepth(t, ctx, ch, all.Name))
 		require.Equal(t, 3, queueDepth(t, ctx, ch, anyq.Name), "unbound")
@@ -559,7 +558,7 @@ func TestBrokerQueueBindUnbind(t *testing.T) {
 		publishConfirmed(t, ctx, pub, ex, "a", Publishing{})
 		publishConfirmed(t, ctx, pub, ex, "b", Publishing{})
 		require.Equal(t, 2, queueDepth(t, ctx, ch, q.Name))
-		require.NoError(t, ch.QueueUnbind(ctx, q.Name, "a", ex, nil))
+		require.NoError(t, ch.QueueUnbind(ctx, q.Name, "a", ex, UnbindOptions{Arguments: nil}))
 		publishConfirmed(t, ctx, pub, ex, "a", Publishing{})
 		publishConfirmed(t, ctx, pub, ex, "b", Publishing{})
 		require.Equal(t, 3, queueDepth(t, ctx, ch, q.Name), "only b still routes")
@@ -758,14 +757,14 @@ func TestBrokerTopology(t *testing.T) {
 	require.Equal(t, []DeclaredConsumer{{Queue: qn, Tag: "topo-consumer", Options: ConsumeOptions{ConsumerTag: "topo-consumer", NoAck: true}}}, topo.Consumers)
 
 	// The broker agrees: the e2e binding routes b.x through ex2 to srv.
-	require.NoError(t, ch.Confirm(ctx))
+	require.NoError(t, ch.ConfirmSelect(ctx))
 	publishConfirmed(t, ctx, ch, ex, "b.x", Publishing{})
 	require.Equal(t, 1, queueDepth(t, ctx, ch, srv.Name))
 
 	require.NoError(t, cons.Cancel(ctx))
 	require.Empty(t, c.Topology().Consumers)
 	require.NoError(t, ch.ExchangeUnbind(ctx, ex2, "b.*", ex, BindOptions{}))
-	require.NoError(t, ch.QueueUnbind(ctx, qn, "a.#", ex, nil))
+	require.NoError(t, ch.QueueUnbind(ctx, qn, "a.#", ex, UnbindOptions{Arguments: nil}))
 	topo = c.Topology()
 	require.Equal(t, []DeclaredBinding{{Destination: srv.Name, Source: ex2}}, topo.Bindings)
 	// ex lost its last binding and RabbitMQ auto-deleted it, but the client

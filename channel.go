@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/warren-amqp/warren/internal/driver"
 	"github.com/warren-amqp/warren/proto"
 	"github.com/warren-amqp/warren/proto/frames"
 	"github.com/warren-amqp/warren/proto/statemachine"
@@ -16,36 +17,58 @@ import (
 // After a channel error (for example a passive declare of a missing queue,
 // 404), the requests pending at that moment fail with the *ChannelError,
 // and the next call reopens the channel, as py-amqp does, re-applying the
-// confirm mode and QoS set on it. Incarnation tells the incarnations apart;
-// deliveries remember theirs.
+// confirm mode, QoS and transaction mode set on it. Each opening is an
+// incarnation (see Incarnation). The broker numbers deliveries and
+// publishes from 1 again on every incarnation; the Channel does not: a
+// delivery tag or confirm sequence number it reports is the broker's plus
+// the count of earlier incarnations' tags, so it never repeats, and an
+// acknowledgement for a delivery of an earlier incarnation fails with
+// ErrStaleDelivery instead of acknowledging another message.
 type Channel struct {
 	conn *Connection
 
-	// Guarded by conn.mu.
+	// Guarded by the driver's lock.
 	id          uint16
 	incarnation uint64
-	lastErr     error // why the current incarnation closed; nil while open
-	userClosed  bool
+	lastErr     error         // why the current incarnation closed; nil while open
+	userClosed  bool          // Close was called
+	finished    bool          // closed for good: listeners are closed
+	opened      chan struct{} // closed when the current incarnation's opening ends (openErr says how)
+	openErr     error
 	reopening   chan struct{} // closed when a reopening finishes
-	waiters     []*waiter
+	closed      chan struct{} // closed when the incarnation Close closes has closed
 	consumers   map[string]*consumer
 	lastCons    *consumer // the consumer found for the last delivery
-	flowActive  bool
-	confirming  bool
-	qos         *frames.BasicQos
-	confirms    statemachine.Outstanding[*Confirmation]
-	onConfirm   []func(Confirm)
-	onReturn    []func(Return)
-	onClose     []func(error)
-	pub         frames.BasicPublish // scratch for publish (guarded by conn.mu)
+
+	// The application's intent, replayed on every incarnation.
+	confirming bool
+	qos        [2]*frames.BasicQos // [0] per consumer, [1] global (Global)
+	tx         bool
+
+	// Offsets that keep tags increasing across incarnations: a tag the
+	// application sees is the broker's plus the offset.
+	tagOffset uint64 // delivery tags of earlier incarnations
+	maxTag    uint64 // highest delivery tag of this incarnation
+	seqOffset uint64 // confirm sequence numbers of earlier incarnations
+	lastSeq   uint64 // highest sequence number of this incarnation
+
+	closeListeners   []*listener[error]
+	returnListeners  []*listener[Return]
+	confirmListeners []*listener[ConfirmNotice]
+
+	pub frames.BasicPublish // scratch for publish
 }
 
-// Confirm is one basic.ack or basic.nack from the broker (the seed's
-// events['basic_ack'] / ['basic_nack']).
-type Confirm struct {
+// ConfirmNotice is one basic.ack or basic.nack from the broker for
+// publishes on a channel in confirm mode (see Channel.NotifyConfirm).
+type ConfirmNotice struct {
+	// DeliveryTag is the sequence number of the publish confirmed (with
+	// Multiple: of the last of them), as in Confirmation.Seq.
 	DeliveryTag uint64
-	Multiple    bool
-	Ack         bool
+	// Multiple: every unconfirmed publish up to DeliveryTag is confirmed.
+	Multiple bool
+	// Ack is true for basic.ack, false for basic.nack.
+	Ack bool
 }
 
 // Return is a message the broker returned (basic.return): mandatory and
@@ -58,54 +81,85 @@ type Return struct {
 	Properties proto.Properties
 	Body       []byte
 	// PublishSeq is the confirm sequence number of the returned publish
-	// (confirm mode only; 0 otherwise).
+	// (confirm mode only; 0 otherwise), as in Confirmation.Seq.
 	PublishSeq uint64
 }
 
 // Channel opens a new channel.
 func (c *Connection) Channel(ctx context.Context) (*Channel, error) {
-	ch := &Channel{conn: c, consumers: make(map[string]*consumer), flowActive: true}
+	ch := &Channel{conn: c, consumers: make(map[string]*consumer)}
 	if err := ch.open(ctx); err != nil {
+		ch.abandon()
 		return nil, err
 	}
 	return ch, nil
 }
 
-// open allocates an id, sends channel.open and re-applies the channel's
+// open allocates an id, sends channel.open and replays the channel's
 // modes; it waits for open-ok.
 func (ch *Channel) open(ctx context.Context) error {
 	c := ch.conn
-	wait := make(chan error, 1)
-	c.mu.Lock()
-	id, err := c.m.OpenChannel()
+	m := c.d.Lock()
+	id, err := m.OpenChannel()
 	if err != nil {
-		c.mu.Unlock()
+		c.d.Unlock(driver.FlushLater)
 		return err
 	}
 	ch.id = id
 	ch.incarnation++
-	ch.lastErr = nil
-	ch.flowActive = true
+	ch.lastErr, ch.openErr = nil, nil
+	opened := make(chan struct{})
+	ch.opened = opened
 	c.chans[id] = ch
-	c.opening[id] = wait
-	if ch.confirming {
-		_ = c.m.Call(id, &frames.ConfirmSelect{})
-		ch.waiters = append(ch.waiters, newWaiter()) // select-ok, nobody waits
+	if !ch.finished {
+		c.handles[ch] = struct{}{}
 	}
-	if ch.qos != nil {
-		q := *ch.qos
-		_ = c.m.Call(id, &q)
-		ch.waiters = append(ch.waiters, newWaiter())
-	}
-	c.mu.Unlock()
-	c.flushDirect()
-	c.ensureReader()
-	select {
-	case err := <-wait:
+	ch.replayLocked(m)
+	c.d.Unlock(driver.FlushNow)
+	if err := c.d.Await(ctx, opened); err != nil {
 		return err
-	case <-ctx.Done():
-		return ctx.Err()
 	}
+	c.d.Lock()
+	defer c.d.Unlock(driver.FlushLater)
+	return ch.openErr
+}
+
+// replayLocked sends the modes the application set, right after
+// channel.open. Nobody waits for their replies: a request that follows
+// is answered after them.
+func (ch *Channel) replayLocked(m *statemachine.Conn) {
+	if ch.confirming {
+		_, _ = m.Call(ch.id, &frames.ConfirmSelect{})
+	}
+	for _, q := range ch.qos {
+		if q != nil {
+			_, _ = m.Call(ch.id, q)
+		}
+	}
+	if ch.tx {
+		_, _ = m.Call(ch.id, &frames.TxSelect{})
+	}
+}
+
+// openedLocked ends the current incarnation's opening.
+func (ch *Channel) openedLocked(err error) {
+	if ch.opened != nil {
+		ch.openErr = err
+		close(ch.opened)
+		ch.opened = nil
+	}
+}
+
+// abandon closes a channel whose opening failed or was given up, so that
+// its id is not held by a Channel nobody has.
+func (ch *Channel) abandon() {
+	c := ch.conn
+	m := c.d.Lock()
+	ch.userClosed = true
+	if ch.lastErr == nil {
+		_ = m.CloseChannel(ch.id, proto.Reply{Code: proto.ReplySuccess, Text: "open abandoned"})
+	}
+	c.d.Unlock(driver.FlushLater)
 }
 
 // ready makes sure the channel is open, reopening it after a channel
@@ -113,41 +167,40 @@ func (ch *Channel) open(ctx context.Context) error {
 func (ch *Channel) ready(ctx context.Context) error {
 	c := ch.conn
 	for {
-		c.mu.Lock()
+		m := c.d.Lock()
 		switch {
 		case ch.userClosed:
-			c.mu.Unlock()
+			c.d.Unlock(driver.FlushLater)
 			return ErrClosed
 		case ch.reopening != nil:
 			wait := ch.reopening
-			c.mu.Unlock()
-			select {
-			case <-wait:
-				continue
-			case <-ctx.Done():
-				return ctx.Err()
+			c.d.Unlock(driver.FlushLater)
+			if err := c.d.Await(ctx, wait); err != nil {
+				return err
 			}
+			continue
 		case ch.lastErr == nil:
-			c.mu.Unlock()
+			c.d.Unlock(driver.FlushLater)
 			return nil
 		}
-		if c.m.State() != statemachine.StateOpen {
-			err := c.closedErrLocked()
-			c.mu.Unlock()
+		if m.State() != statemachine.StateOpen {
+			err := c.closedErrLocked(m)
+			c.d.Unlock(driver.FlushLater)
 			return err
 		}
 		done := make(chan struct{})
 		ch.reopening = done
-		c.mu.Unlock()
+		c.d.Unlock(driver.FlushLater)
 		err := ch.open(ctx)
-		c.mu.Lock()
+		c.d.Lock()
 		ch.reopening = nil
 		close(done)
-		c.mu.Unlock()
+		id, inc := ch.id, ch.incarnation
+		c.d.Unlock(driver.FlushLater)
 		if err != nil {
 			return fmt.Errorf("amqp: reopening channel: %w", err)
 		}
-		c.log.Debug("amqp channel reopened after an error", "channel", ch.ID(), "incarnation", ch.Incarnation())
+		c.log.Debug("amqp channel reopened after an error", "channel", id, "incarnation", inc)
 		return nil
 	}
 }
@@ -161,44 +214,47 @@ func (ch *Channel) openLocked() bool {
 // ID returns the channel's current id (it may change when the channel is
 // reopened after an error).
 func (ch *Channel) ID() uint16 {
-	ch.conn.mu.Lock()
-	defer ch.conn.mu.Unlock()
+	ch.conn.d.Lock()
+	defer ch.conn.d.Unlock(driver.FlushLater)
 	return ch.id
 }
 
 // Incarnation counts how often the channel was opened: 1 at first, +1 for
 // each reopening after a channel error.
 func (ch *Channel) Incarnation() uint64 {
-	ch.conn.mu.Lock()
-	defer ch.conn.mu.Unlock()
+	ch.conn.d.Lock()
+	defer ch.conn.d.Unlock(driver.FlushLater)
 	return ch.incarnation
 }
 
 // call sends a synchronous (or asynchronous) method and, when it expects a
 // reply, waits for it.
-func (ch *Channel) call(ctx context.Context, m frames.Method) (frames.Method, *Delivery, error) {
+func (ch *Channel) call(ctx context.Context, method frames.Method) (frames.Method, *Delivery, error) {
 	if err := ch.ready(ctx); err != nil {
 		return nil, nil, err
 	}
 	c := ch.conn
-	c.mu.Lock()
-	if err := c.m.Call(ch.id, m); err != nil {
-		c.mu.Unlock()
-		return nil, nil, ch.wrapErr(err)
+	m := c.d.Lock()
+	tok, err := m.Call(ch.id, method)
+	if err != nil {
+		err = ch.wrapErr(err)
+		c.d.Unlock(driver.FlushLater)
+		return nil, nil, err
 	}
-	if !m.ExpectsReply() {
-		c.mu.Unlock()
-		c.wakeWriter()
+	if tok == 0 { // no reply
+		c.d.Unlock(driver.FlushLater)
 		return nil, nil, nil
 	}
-	w := newWaiter()
-	ch.waiters = append(ch.waiters, w)
-	c.mu.Unlock()
-	c.flushDirect()
-	reply, err := w.wait(ctx, c)
-	return reply, w.msg, err
+	w := newWaiter(ch)
+	c.requests[tok] = w
+	c.d.Unlock(driver.FlushNow)
+	if err := c.d.Await(ctx, w.done); err != nil {
+		return nil, nil, err
+	}
+	return w.reply, w.msg, w.err
 }
 
+// wrapErr adds why the channel closed to a refusal of the core.
 func (ch *Channel) wrapErr(err error) error {
 	if errors.Is(err, statemachine.ErrChannelNotOpen) && ch.lastErr != nil {
 		return fmt.Errorf("%w: %w", err, ch.lastErr)
@@ -206,106 +262,98 @@ func (ch *Channel) wrapErr(err error) error {
 	return err
 }
 
-// onReplyLocked keeps the channel's view of its consumers in step: after
-// cancel-ok the consumer's deliveries close, behind any still queued.
-func (ch *Channel) onReplyLocked(acts []action, m frames.Method) []action {
-	if ok, isCancel := m.(*frames.BasicCancelOK); isCancel {
-		if cons := ch.consumers[ok.ConsumerTag]; cons != nil {
-			ch.dropConsumerLocked(ok.ConsumerTag)
-			acts = append(acts, action{kind: actEndConsumer, cons: cons})
-		}
-	}
-	return acts
-}
-
-// consumerLocked finds the consumer a delivery is for. Deliveries come in
-// runs for one consumer, so the last one found is checked before the map.
-func (ch *Channel) consumerLocked(tag string) *consumer {
-	if cons := ch.lastCons; cons != nil && cons.tag == tag {
-		return cons
-	}
-	cons := ch.consumers[tag]
-	ch.lastCons = cons
-	return cons
-}
-
-// dropConsumerLocked forgets a consumer.
-func (ch *Channel) dropConsumerLocked(tag string) {
-	delete(ch.consumers, tag)
-	ch.lastCons = nil
-}
-
-// onClosedLocked handles the end of an incarnation: waiters fail,
-// consumers end, unconfirmed publishes fail with ErrMaybeSent.
-func (ch *Channel) onClosedLocked(acts []action, err error) []action {
-	failWith := err
+// onClosedLocked handles the end of an incarnation: consumers end,
+// unconfirmed publishes fail with ErrMaybeSent, the offsets move past the
+// incarnation's tags, and the listeners learn why. (The requests pending
+// on it failed by their own events just before.)
+func (ch *Channel) onClosedLocked(m *statemachine.Conn, e *statemachine.Event) {
+	c := ch.conn
+	failWith := e.Err
 	if failWith == nil {
 		failWith = ErrClosed
 	}
-	for _, w := range ch.waiters {
-		w.resolve(nil, nil, failWith)
+	for _, p := range e.Publishes {
+		if cf, _ := p.Ref.(*Confirmation); cf != nil {
+			cf.resolve(false, fmt.Errorf("%w: %w", ErrMaybeSent, failWith))
+		}
 	}
-	ch.waiters = nil
-	ch.confirms.Drain(func(seq uint64, cf *Confirmation) {
-		cf.resolve(false, fmt.Errorf("%w: %w", ErrMaybeSent, failWith))
-	})
-	// The next incarnation is a new AMQP channel whose confirms the broker
-	// numbers from 1 again, as the machine does: restart the numbering.
-	ch.confirms = statemachine.Outstanding[*Confirmation]{}
+	// The broker numbers the next incarnation's deliveries and publishes
+	// from 1 again: from now on this incarnation's tags are at or below
+	// the offsets, hence stale.
+	ch.tagOffset += ch.maxTag
+	ch.maxTag = 0
+	ch.seqOffset += ch.lastSeq
+	ch.lastSeq = 0
 	// Closed alone (by Close or a channel error), the channel takes its
 	// consumers with it for good: a reopened channel does not consume
 	// again, so they leave the topology. When the whole connection closes
 	// they stay, for a reconnecting client to consume again.
-	channelOnly := ch.conn.m.State() == statemachine.StateOpen
+	channelOnly := m.State() == statemachine.StateOpen
 	for tag, cons := range ch.consumers {
 		cons.err = failWith
-		acts = append(acts, action{kind: actEndConsumer, cons: cons})
+		c.acts = append(c.acts, action{kind: actEndConsumer, cons: cons})
 		ch.dropConsumerLocked(tag)
 		if channelOnly {
-			ch.conn.topo.deleteConsumer(tag)
+			c.topo.deleteConsumer(tag)
 		}
 	}
-	if len(ch.onClose) > 0 {
-		fns, reported := ch.onClose, err
-		acts = append(acts, action{kind: actNotify, fn: func() {
-			for _, fn := range fns {
-				fn(reported)
-			}
-		}})
+	ch.openedLocked(failWith)
+	if ch.closed != nil {
+		close(ch.closed)
+		ch.closed = nil
 	}
-	if err == nil {
-		err = ErrClosed
+	ch.lastErr = failWith
+	if e.Err != nil {
+		for _, l := range ch.closeListeners {
+			l.post(e.Err)
+		}
 	}
-	ch.lastErr = err
-	return acts
+	if ch.userClosed || !channelOnly {
+		ch.finishLocked()
+	}
+}
+
+// finishLocked closes the channel's listeners: no incarnation follows.
+func (ch *Channel) finishLocked() {
+	if ch.finished {
+		return
+	}
+	ch.finished = true
+	delete(ch.conn.handles, ch)
+	for _, l := range ch.closeListeners {
+		l.close()
+	}
+	for _, l := range ch.returnListeners {
+		l.close()
+	}
+	for _, l := range ch.confirmListeners {
+		l.close()
+	}
+	ch.closeListeners, ch.returnListeners, ch.confirmListeners = nil, nil, nil
 }
 
 // Close closes the channel; later calls fail with ErrClosed.
 func (ch *Channel) Close(ctx context.Context) error {
 	c := ch.conn
-	c.mu.Lock()
+	m := c.d.Lock()
 	if ch.userClosed {
-		c.mu.Unlock()
+		c.d.Unlock(driver.FlushLater)
 		return nil
 	}
 	ch.userClosed = true
 	if ch.lastErr != nil {
-		c.mu.Unlock()
+		ch.finishLocked()
+		c.d.Unlock(driver.FlushLater)
 		return nil
 	}
-	w := newWaiter()
-	if err := c.m.CloseChannel(ch.id, proto.Reply{Code: proto.ReplySuccess, Text: "closed by client"}); err != nil {
-		c.mu.Unlock()
-		return nil // the channel or the connection is already gone
+	if err := m.CloseChannel(ch.id, proto.Reply{Code: proto.ReplySuccess, Text: "closed by client"}); err != nil {
+		c.d.Unlock(driver.FlushLater)
+		return nil // the connection is already gone
 	}
-	ch.waiters = append(ch.waiters, w) // resolved when the channel closes
-	c.mu.Unlock()
-	c.flushDirect()
-	_, err := w.wait(ctx, c)
-	if errors.Is(err, ErrClosed) {
-		return nil
-	}
-	return err
+	closed := make(chan struct{})
+	ch.closed = closed
+	c.d.Unlock(driver.FlushNow)
+	return c.d.Await(ctx, closed)
 }
 
 // Err returns why the channel's current incarnation closed (a
@@ -314,19 +362,50 @@ func (ch *Channel) Close(ctx context.Context) error {
 // Err becomes nil again; use NotifyClose to see every error as it happens,
 // for example when only publishing without confirms.
 func (ch *Channel) Err() error {
-	ch.conn.mu.Lock()
-	defer ch.conn.mu.Unlock()
+	ch.conn.d.Lock()
+	defer ch.conn.d.Unlock(driver.FlushLater)
 	if ch.userClosed && errors.Is(ch.lastErr, ErrClosed) {
 		return ErrClosed
 	}
 	return ch.lastErr
 }
 
-// NotifyClose registers fn to receive the error that closes each
-// incarnation of the channel (nil for the user's own Close). fn runs on
-// the connection's notifier goroutine and never blocks the reader.
-func (ch *Channel) NotifyClose(fn func(err error)) {
-	ch.conn.mu.Lock()
-	defer ch.conn.mu.Unlock()
-	ch.onClose = append(ch.onClose[:len(ch.onClose):len(ch.onClose)], fn)
+// NotifyClose registers c to receive the error that closes each
+// incarnation of the channel: a *ChannelError from the broker, or the
+// connection's error. The channel's own Close sends nothing. c is closed
+// when no incarnation can follow: after Close, or when the connection
+// closes. Notifications are never dropped and never stall the connection
+// (see Connection.NotifyClose). It returns c.
+func (ch *Channel) NotifyClose(c chan error) chan error {
+	return addListener(ch, &ch.closeListeners, newChanListener(c, ch.conn.log, "channel close"), c)
+}
+
+// NotifyReturn registers c to receive every message the broker returns on
+// this channel, in order; c is closed with the channel (see NotifyClose).
+// Returns are never dropped: while c has no room they are held, and a
+// listener that falls far behind is logged. It returns c.
+func (ch *Channel) NotifyReturn(c chan Return) chan Return {
+	return addListener(ch, &ch.returnListeners, newChanListener(c, ch.conn.log, "return"), c)
+}
+
+// NotifyConfirm registers c to receive every basic.ack and basic.nack on
+// this channel, in order, with its delivery tag (as Confirmation.Seq
+// numbers publishes) and multiple flag; c is closed with the channel (see
+// NotifyClose). Notices are never dropped: while c has no room they are
+// held (one per confirm the broker sends, so at most one per publish),
+// and a listener that falls far behind is logged. It returns c.
+func (ch *Channel) NotifyConfirm(c chan ConfirmNotice) chan ConfirmNotice {
+	return addListener(ch, &ch.confirmListeners, newChanListener(c, ch.conn.log, "confirm"), c)
+}
+
+// addListener registers l on ch, or closes it at once if ch has finished.
+func addListener[T any](ch *Channel, list *[]*listener[T], l *listener[T], c chan T) chan T {
+	ch.conn.d.Lock()
+	defer ch.conn.d.Unlock(driver.FlushLater)
+	if ch.finished {
+		l.close()
+		return c
+	}
+	*list = append(*list, l)
+	return c
 }

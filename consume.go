@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/warren-amqp/warren/internal/driver"
 	"github.com/warren-amqp/warren/proto"
 	"github.com/warren-amqp/warren/proto/frames"
 	"github.com/warren-amqp/warren/proto/statemachine"
@@ -13,11 +14,13 @@ import (
 // Delivery is a message delivered to a consumer or fetched with Get. It
 // owns its memory.
 type Delivery struct {
-	ch          *Channel
-	cons        *consumer // nil for Get
-	incarnation uint64
+	ch   *Channel
+	cons *consumer // nil for Get
 
-	ConsumerTag  string
+	ConsumerTag string
+	// DeliveryTag identifies the delivery on its Channel for Ack, Nack
+	// and Reject: the broker's tag plus the tags of the channel's earlier
+	// incarnations, so it never repeats on a Channel.
 	DeliveryTag  uint64
 	Redelivered  bool
 	Exchange     string
@@ -30,13 +33,17 @@ type Delivery struct {
 	HeaderErr error
 }
 
-// delivery copies an event's message into an owned Delivery (reader
-// goroutine, under conn.mu).
+// delivery copies an event's message into an owned Delivery, numbering
+// it past the channel's earlier incarnations (under the driver's lock, by
+// the socket's reader).
 func (ch *Channel) delivery(m *statemachine.Message) Delivery {
 	c := ch.conn
+	if m.DeliveryTag > ch.maxTag {
+		ch.maxTag = m.DeliveryTag
+	}
 	d := Delivery{
-		ch: ch, incarnation: ch.incarnation,
-		ConsumerTag: m.ConsumerTag, DeliveryTag: m.DeliveryTag, Redelivered: m.Redelivered,
+		ch:          ch,
+		ConsumerTag: m.ConsumerTag, DeliveryTag: ch.tagOffset + m.DeliveryTag, Redelivered: m.Redelivered,
 		Exchange: m.Exchange, RoutingKey: m.RoutingKey, MessageCount: m.MessageCount,
 		Body: c.copyBody(m.Body),
 	}
@@ -76,44 +83,75 @@ func (c *Connection) copyBody(b []byte) []byte {
 
 // Ack acknowledges the delivery (and with multiple, every earlier
 // unacknowledged one on the channel). It fails with ErrStaleDelivery,
-// sending nothing, when the channel was reopened since the delivery
-// arrived.
+// sending nothing, when the delivery's channel incarnation has closed
+// since it arrived: the broker will deliver the message again.
 func (d *Delivery) Ack(multiple bool) error {
-	return d.settle(func(m *statemachine.Conn, id uint16) error { return m.Ack(id, d.DeliveryTag, multiple) })
+	return d.settle(settleAck, multiple, false)
 }
 
 // Nack rejects the delivery (basic.nack, a RabbitMQ extension), with
 // multiple for every earlier unacknowledged one, requeueing it or not.
+// It fails with ErrStaleDelivery like Ack.
 func (d *Delivery) Nack(multiple, requeue bool) error {
-	return d.settle(func(m *statemachine.Conn, id uint16) error { return m.Nack(id, d.DeliveryTag, multiple, requeue) })
+	return d.settle(settleNack, multiple, requeue)
 }
 
-// Reject rejects the delivery (basic.reject), requeueing it or not.
+// Reject rejects the delivery (basic.reject), requeueing it or not. It
+// fails with ErrStaleDelivery like Ack.
 func (d *Delivery) Reject(requeue bool) error {
-	return d.settle(func(m *statemachine.Conn, id uint16) error { return m.Reject(id, d.DeliveryTag, requeue) })
+	return d.settle(settleReject, false, requeue)
 }
 
-func (d *Delivery) settle(send func(m *statemachine.Conn, id uint16) error) error {
+func (d *Delivery) settle(op settleOp, multiple, requeue bool) error {
 	if d.ch == nil {
 		return errors.New("amqp: delivery has no channel")
 	}
-	c := d.ch.conn
-	c.mu.Lock()
-	if d.ch.incarnation != d.incarnation || d.ch.lastErr != nil {
-		c.mu.Unlock()
-		return fmt.Errorf("%w (delivery tag %d)", ErrStaleDelivery, d.DeliveryTag)
+	return d.ch.settle(op, d.DeliveryTag, multiple, requeue, d.cons)
+}
+
+// settleOp says how a delivery is settled.
+type settleOp uint8
+
+const (
+	settleAck settleOp = iota
+	settleNack
+	settleReject
+)
+
+// settle sends basic.ack, nack or reject for a delivery tag as the
+// application sees it (with the incarnation offset), for a delivery of
+// cons (nil if unknown).
+func (ch *Channel) settle(op settleOp, tag uint64, multiple, requeue bool, cons *consumer) error {
+	c := ch.conn
+	m := c.d.Lock()
+	all := tag == 0 && multiple // everything unacknowledged on the channel
+	if !ch.openLocked() || (tag <= ch.tagOffset && !all) {
+		c.d.Unlock(driver.FlushLater)
+		return fmt.Errorf("%w (delivery tag %d)", ErrStaleDelivery, tag)
 	}
-	err := send(c.m, d.ch.id)
-	c.mu.Unlock()
-	switch {
-	case c.inHandler.Load(): // a handler's acks are flushed together after the batch
-	case d.cons == nil || len(d.cons.deliveries) == 0:
-		// The consumer has caught up and is about to wait: write its acks
-		// now rather than waking the writer for them.
-		c.flushDirect()
+	wire := tag
+	if !all {
+		wire -= ch.tagOffset
+	}
+	var err error
+	switch op {
+	case settleAck:
+		err = m.Ack(ch.id, wire, multiple)
+	case settleNack:
+		err = m.Nack(ch.id, wire, multiple, requeue)
 	default:
-		c.wakeWriter()
+		err = m.Reject(ch.id, wire, requeue)
 	}
+	flush := driver.FlushLater
+	switch {
+	case c.inHandler.Load():
+		flush = driver.FlushBatch // a handler's acks go out together after its batch
+	case cons == nil || len(cons.deliveries) == 0:
+		// The consumer has caught up and is about to wait: its acks can
+		// go out now, from here.
+		flush = driver.FlushNow
+	}
+	c.d.Unlock(flush)
 	return err
 }
 
@@ -121,10 +159,10 @@ func (d *Delivery) settle(send func(m *statemachine.Conn, id uint16) error) erro
 type consumer struct {
 	tag        string
 	deliveries chan Delivery
-	onCancel   func(tag string)
-	handler    func(Delivery) // ConsumeOptions.Handler: called on the reader goroutine instead of sending
-	ended      bool           // deliveries closed (reader goroutine only)
-	err        error          // why it ended (guarded by conn.mu)
+	onCancel   *listener[string] // ConsumeOptions.OnCancel
+	handler    func(Delivery)    // ConsumeOptions.Handler: called on the reader goroutine instead of sending
+	ended      bool              // deliveries closed (reader goroutine only)
+	err        error             // why it ended (guarded by the driver's lock)
 }
 
 // ConsumeOptions are the options of basic.consume.
@@ -180,8 +218,8 @@ func (cs *Consumer) Deliveries() <-chan Delivery { return cs.cons.deliveries }
 // naming the tag when the broker cancelled it without an OnCancel, or the
 // channel's or connection's error.
 func (cs *Consumer) Err() error {
-	cs.ch.conn.mu.Lock()
-	defer cs.ch.conn.mu.Unlock()
+	cs.ch.conn.d.Lock()
+	defer cs.ch.conn.d.Unlock(driver.FlushLater)
 	return cs.cons.err
 }
 
@@ -203,9 +241,9 @@ func (ch *Channel) Consume(ctx context.Context, queue string, opts ConsumeOption
 	}
 	c := ch.conn
 	if !opts.NoAck {
-		c.mu.Lock()
-		hasQos := ch.qos != nil
-		c.mu.Unlock()
+		c.d.Lock()
+		hasQos := ch.qos[0] != nil || ch.qos[1] != nil
+		c.d.Unlock(driver.FlushLater)
 		if !hasQos {
 			prefetch := opts.Prefetch
 			if prefetch <= 0 {
@@ -216,29 +254,43 @@ func (ch *Channel) Consume(ctx context.Context, queue string, opts ConsumeOption
 			}
 		}
 	}
-	m := &frames.BasicConsume{Queue: queue, ConsumerTag: opts.ConsumerTag, NoLocal: opts.NoLocal, NoAck: opts.NoAck, Exclusive: opts.Exclusive, Arguments: opts.Arguments}
-	cons := &consumer{deliveries: make(chan Delivery, c.cfg.ConsumerBuffer), onCancel: opts.OnCancel, handler: opts.Handler}
+	method := &frames.BasicConsume{Queue: queue, ConsumerTag: opts.ConsumerTag, NoLocal: opts.NoLocal, NoAck: opts.NoAck, Exclusive: opts.Exclusive, Arguments: opts.Arguments}
+	cons := &consumer{deliveries: make(chan Delivery, c.cfg.ConsumerBuffer), handler: opts.Handler}
 	if opts.Handler != nil {
 		cons.deliveries = make(chan Delivery) // nothing is ever sent; it closes when the consumer ends
 	}
-	c.mu.Lock()
-	if ch.lastErr != nil || ch.userClosed {
-		c.mu.Unlock()
-		return nil, ch.wrapErr(statemachine.ErrChannelNotOpen)
+	if opts.OnCancel != nil {
+		cons.onCancel = newFuncListener(opts.OnCancel, c.log, "consumer cancel")
 	}
-	if err := c.m.Call(ch.id, m); err != nil {
-		c.mu.Unlock()
+	m := c.d.Lock()
+	if !ch.openLocked() {
+		err := ch.wrapErr(statemachine.ErrChannelNotOpen)
+		c.d.Unlock(driver.FlushLater)
 		return nil, err
 	}
-	cons.tag = m.ConsumerTag // generated when empty
+	tok, err := m.Call(ch.id, method)
+	if err != nil {
+		c.d.Unlock(driver.FlushLater)
+		return nil, err
+	}
+	cons.tag = method.ConsumerTag // generated when empty
 	ch.consumers[cons.tag] = cons
 	ch.lastCons = nil
-	w := newWaiter()
-	ch.waiters = append(ch.waiters, w)
-	c.mu.Unlock()
-	c.flushDirect()
-	if _, err := w.wait(ctx, c); err != nil {
+	w := newWaiter(ch)
+	c.requests[tok] = w
+	c.d.Unlock(driver.FlushNow)
+	if err := c.d.Await(ctx, w.done); err != nil {
+		// Nobody will hold this consumer: cancel it. Its deliveries, if
+		// consume-ok comes after all, go back to the queue unacked.
+		m := c.d.Lock()
+		if ch.consumers[cons.tag] == cons {
+			_, _ = m.Call(ch.id, &frames.BasicCancel{ConsumerTag: cons.tag})
+		}
+		c.d.Unlock(driver.FlushLater)
 		return nil, err
+	}
+	if w.err != nil {
+		return nil, w.err
 	}
 	c.topo.addConsumer(DeclaredConsumer{Queue: queue, Tag: cons.tag, Options: opts})
 	return &Consumer{ch: ch, cons: cons, Tag: cons.tag}, nil
@@ -253,33 +305,59 @@ func (cs *Consumer) Cancel(ctx context.Context) error {
 	return err
 }
 
+// onCancelOKLocked ends a consumer whose cancel the broker confirmed:
+// its deliveries close behind any still queued.
+func (ch *Channel) onCancelOKLocked(tag string) {
+	if cons := ch.consumers[tag]; cons != nil {
+		ch.dropConsumerLocked(tag)
+		ch.conn.acts = append(ch.conn.acts, action{kind: actEndConsumer, cons: cons})
+	}
+}
+
 // onServerCancelLocked handles a broker-sent basic.cancel.
-func (ch *Channel) onServerCancelLocked(acts []action, tag string) []action {
+func (ch *Channel) onServerCancelLocked(tag string) {
 	cons := ch.consumers[tag]
 	if cons == nil {
-		return acts
+		return
 	}
 	ch.dropConsumerLocked(tag)
 	ch.conn.topo.deleteConsumer(tag)
 	if cons.onCancel != nil {
-		fn := cons.onCancel
-		acts = append(acts, action{kind: actNotify, fn: func() { fn(tag) }})
+		cons.onCancel.post(tag)
+		cons.onCancel.close()
 	} else {
 		cons.err = &proto.ChannelError{Channel: ch.id, Origin: proto.ByPeer, ConsumerTag: tag,
 			Reply: proto.Reply{Text: "consumer cancelled by the broker", ClassID: frames.ClassBasic, MethodID: frames.MethodBasicCancel.MethodID()}}
 	}
-	return append(acts, action{kind: actEndConsumer, cons: cons})
+	ch.conn.acts = append(ch.conn.acts, action{kind: actEndConsumer, cons: cons})
+}
+
+// consumerLocked finds the consumer a delivery is for. Deliveries come in
+// runs for one consumer, so the last one found is checked before the map.
+func (ch *Channel) consumerLocked(tag string) *consumer {
+	if cons := ch.lastCons; cons != nil && cons.tag == tag {
+		return cons
+	}
+	cons := ch.consumers[tag]
+	ch.lastCons = cons
+	return cons
+}
+
+// dropConsumerLocked forgets a consumer.
+func (ch *Channel) dropConsumerLocked(tag string) {
+	delete(ch.consumers, tag)
+	ch.lastCons = nil
 }
 
 // NoAckConsumers returns the tags of the channel's consumers that consume
 // without acknowledgements (py-amqp's no_ack_consumers).
 func (ch *Channel) NoAckConsumers() []string {
-	ch.conn.mu.Lock()
-	defer ch.conn.mu.Unlock()
+	m := ch.conn.d.Lock()
+	defer ch.conn.d.Unlock(driver.FlushLater)
 	if ch.lastErr != nil {
 		return nil
 	}
-	return ch.conn.m.NoAckConsumers(ch.id)
+	return m.NoAckConsumers(ch.id)
 }
 
 // Get fetches one message from queue (basic.get); ok is false when the

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/warren-amqp/warren/proto/statemachine"
 	"github.com/warren-amqp/warren/transport/tcp"
 	"github.com/warren-amqp/warren/transport/tls"
 )
@@ -92,20 +91,20 @@ func DialWith(ctx context.Context, uri string, opts DialOptions) (*Connection, e
 
 // authFromURI returns the mechanisms the URI asks for, with its
 // credentials; by default PLAIN, then AMQPLAIN.
-func authFromURI(u URI) []statemachine.Authenticator {
+func authFromURI(u URI) []Authenticator {
 	names := u.AuthMechanism
 	if len(names) == 0 {
 		names = []string{"PLAIN", "AMQPLAIN"}
 	}
-	var auth []statemachine.Authenticator
+	var auth []Authenticator
 	for _, n := range names {
 		switch n {
 		case "PLAIN":
-			auth = append(auth, statemachine.PlainAuth{Username: u.Username, Password: u.Password})
+			auth = append(auth, PlainAuth{Username: u.Username, Password: u.Password})
 		case "AMQPLAIN":
-			auth = append(auth, statemachine.AMQPlainAuth{Username: u.Username, Password: u.Password})
+			auth = append(auth, AMQPlainAuth{Username: u.Username, Password: u.Password})
 		case "EXTERNAL":
-			auth = append(auth, statemachine.ExternalAuth{})
+			auth = append(auth, ExternalAuth{})
 		}
 	}
 	return auth

@@ -182,7 +182,7 @@ func TestDriverPeerStopsReadingMidPublish(t *testing.T) {
 		require.NoError(t, err)
 		ch, err := conn.Channel(ctx)
 		require.NoError(t, err)
-		require.NoError(t, ch.Confirm(ctx))
+		require.NoError(t, ch.ConfirmSelect(ctx))
 		start := time.Now()
 		cf, err := ch.PublishWithConfirm(ctx, "", "q", Publishing{Body: make([]byte, 512<<10)})
 		require.NoError(t, err)
@@ -221,7 +221,7 @@ func TestDriverContextBoundsWaits(t *testing.T) {
 		require.NoError(t, err)
 		ch, err := conn.Channel(context.Background())
 		require.NoError(t, err)
-		require.NoError(t, ch.Confirm(context.Background()))
+		require.NoError(t, ch.ConfirmSelect(context.Background()))
 
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()

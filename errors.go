@@ -13,7 +13,7 @@ import (
 // Error types shared with every layer of Warren: match them with errors.As,
 // and reply codes with errors.Is (errors.Is(err, warren.NotFound)).
 type (
-	// Error is implemented by every AMQP-level error (the seed's AMQPError).
+	// Error is implemented by every AMQP-level error.
 	Error = proto.Error
 	// ConnectionError is an error that closed the connection.
 	ConnectionError = proto.ConnectionError
@@ -44,6 +44,9 @@ var (
 	ErrConnectionLost = statemachine.ErrConnectionLost
 	// ErrHeartbeatTimeout reports a broker that went silent.
 	ErrHeartbeatTimeout = statemachine.ErrHeartbeatTimeout
+	// ErrMessageTooLarge fails a Get whose message is larger than
+	// Config.MaxMessageSize (the message was rejected without requeue).
+	ErrMessageTooLarge = statemachine.ErrMessageTooLarge
 	// ErrMaybeSent reports a publish whose outcome is unknown: it was handed
 	// to the connection, which then failed before the broker confirmed it.
 	ErrMaybeSent = errors.New("amqp: publish may have reached the broker; its outcome is unknown")

@@ -83,7 +83,7 @@ func ExampleChannel_PublishWithConfirm() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if err := ch.Confirm(ctx); err != nil {
+	if err := ch.ConfirmSelect(ctx); err != nil {
 		log.Fatal(err)
 	}
 	confirmation, err := ch.PublishWithConfirm(ctx, "", q.Name, warren.Publishing{
@@ -156,9 +156,8 @@ func ExampleChannel_NotifyReturn() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	returns := make(chan warren.Return, 1)
-	ch.NotifyReturn(func(r warren.Return) { returns <- r })
-	if err := ch.Confirm(ctx); err != nil {
+	returns := ch.NotifyReturn(make(chan warren.Return, 1))
+	if err := ch.ConfirmSelect(ctx); err != nil {
 		log.Fatal(err)
 	}
 	confirmation, err := ch.PublishWithConfirm(ctx, "", "warren.example.nobody-listens", warren.Publishing{

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/warren-amqp/warren/proto/statemachine"
 )
 
 // A 3-second heartbeat keeps an idle connection to the real broker alive
@@ -18,11 +16,11 @@ func TestBrokerHeartbeatKeepsIdleConnectionAlive(t *testing.T) {
 	var sent, received atomic.Int64
 	c := dialTest(t, Config{
 		Heartbeat: 3 * time.Second,
-		Trace: func(dir statemachine.Direction, ch uint16, frame string) {
+		Trace: func(dir Direction, ch uint16, frame string) {
 			if frame != "heartbeat" {
 				return
 			}
-			if dir == statemachine.Sent {
+			if dir == Sent {
 				sent.Add(1)
 			} else {
 				received.Add(1)

@@ -55,7 +55,7 @@ func TestBrokerPublishConfirmConsumeGet(t *testing.T) {
 	q, err := ch.QueueDeclare(ctx, "", QueueOptions{Exclusive: true})
 	require.NoError(t, err)
 	require.NotEmpty(t, q.Name)
-	require.NoError(t, ch.Confirm(ctx))
+	require.NoError(t, ch.ConfirmSelect(ctx))
 
 	const n = 500
 	var cfs []*Confirmation
@@ -122,4 +122,14 @@ func TestBrokerChannelRestoredAfterError(t *testing.T) {
 	require.Equal(t, uint64(2), ch.Incarnation())
 	require.NotEmpty(t, q.Name)
 	require.True(t, c.IsAlive())
+}
+
+// forward calls fn with every value received from c until c is closed, on
+// a goroutine of its own.
+func forward[T any](c <-chan T, fn func(T)) {
+	go func() {
+		for v := range c {
+			fn(v)
+		}
+	}()
 }

@@ -3,6 +3,7 @@ package warren
 import (
 	"context"
 
+	"github.com/warren-amqp/warren/internal/driver"
 	"github.com/warren-amqp/warren/proto"
 	"github.com/warren-amqp/warren/proto/frames"
 )
@@ -20,15 +21,20 @@ type QosOptions struct {
 }
 
 // Qos sets the prefetch limits (basic.qos). They survive a reopening after
-// a channel error.
+// a channel error; a per-consumer and a global limit are kept apart, as
+// RabbitMQ applies both.
 func (ch *Channel) Qos(ctx context.Context, opts QosOptions) error {
 	m := frames.BasicQos{PrefetchCount: uint16(opts.PrefetchCount), PrefetchSize: uint32(opts.PrefetchSize), Global: opts.Global}
 	if _, _, err := ch.call(ctx, &m); err != nil {
 		return err
 	}
-	ch.conn.mu.Lock()
-	ch.qos = &m
-	ch.conn.mu.Unlock()
+	i := 0
+	if m.Global {
+		i = 1
+	}
+	ch.conn.d.Lock()
+	ch.qos[i] = &m
+	ch.conn.d.Unlock(driver.FlushLater)
 	return nil
 }
 
@@ -137,9 +143,16 @@ func (ch *Channel) QueueBind(ctx context.Context, queue, routingKey, exchange st
 	return err
 }
 
+// UnbindOptions are the options of queue.unbind (which has no no-wait
+// form).
+type UnbindOptions struct {
+	// Arguments must match those of the binding to remove.
+	Arguments proto.Table
+}
+
 // QueueUnbind removes a queue binding.
-func (ch *Channel) QueueUnbind(ctx context.Context, queue, routingKey, exchange string, args proto.Table) error {
-	_, _, err := ch.call(ctx, &frames.QueueUnbind{Queue: queue, Exchange: exchange, RoutingKey: routingKey, Arguments: args})
+func (ch *Channel) QueueUnbind(ctx context.Context, queue, routingKey, exchange string, opts UnbindOptions) error {
+	_, _, err := ch.call(ctx, &frames.QueueUnbind{Queue: queue, Exchange: exchange, RoutingKey: routingKey, Arguments: opts.Arguments})
 	if err == nil {
 		ch.conn.topo.deleteBinding(DeclaredBinding{Destination: queue, Source: exchange, RoutingKey: routingKey})
 	}
@@ -174,23 +187,31 @@ func (ch *Channel) QueueDelete(ctx context.Context, queue string, opts QueueDele
 	return int(reply.(*frames.QueueDeleteOK).MessageCount), nil
 }
 
-// Ack acknowledges deliveryTag on this channel (prefer Delivery.Ack, which
-// also guards against acking across a reopening).
+// Ack acknowledges deliveryTag (a Delivery's DeliveryTag; with multiple,
+// every earlier unacknowledged delivery too; 0 with multiple: all of
+// them). A tag from an earlier incarnation of the channel fails with
+// ErrStaleDelivery and sends nothing. Prefer Delivery.Ack.
 func (ch *Channel) Ack(ctx context.Context, deliveryTag uint64, multiple bool) error {
-	_, _, err := ch.call(ctx, &frames.BasicAck{DeliveryTag: deliveryTag, Multiple: multiple})
-	return err
+	if err := ch.ready(ctx); err != nil {
+		return err
+	}
+	return ch.settle(settleAck, deliveryTag, multiple, false, nil)
 }
 
-// Nack negatively acknowledges deliveryTag (basic.nack).
+// Nack negatively acknowledges deliveryTag (basic.nack), like Ack.
 func (ch *Channel) Nack(ctx context.Context, deliveryTag uint64, multiple, requeue bool) error {
-	_, _, err := ch.call(ctx, &frames.BasicNack{DeliveryTag: deliveryTag, Multiple: multiple, Requeue: requeue})
-	return err
+	if err := ch.ready(ctx); err != nil {
+		return err
+	}
+	return ch.settle(settleNack, deliveryTag, multiple, requeue, nil)
 }
 
-// Reject rejects deliveryTag (basic.reject).
+// Reject rejects deliveryTag (basic.reject), like Ack.
 func (ch *Channel) Reject(ctx context.Context, deliveryTag uint64, requeue bool) error {
-	_, _, err := ch.call(ctx, &frames.BasicReject{DeliveryTag: deliveryTag, Requeue: requeue})
-	return err
+	if err := ch.ready(ctx); err != nil {
+		return err
+	}
+	return ch.settle(settleReject, deliveryTag, false, requeue, nil)
 }
 
 // Recover asks the broker to redeliver unacknowledged messages
@@ -214,10 +235,16 @@ func (ch *Channel) Flow(ctx context.Context, active bool) error {
 	return err
 }
 
-// TxSelect puts the channel in transaction mode.
+// TxSelect puts the channel in transaction mode. The mode survives a
+// reopening after a channel error (the transaction in progress does not).
 func (ch *Channel) TxSelect(ctx context.Context) error {
-	_, _, err := ch.call(ctx, &frames.TxSelect{})
-	return err
+	if _, _, err := ch.call(ctx, &frames.TxSelect{}); err != nil {
+		return err
+	}
+	ch.conn.d.Lock()
+	ch.tx = true
+	ch.conn.d.Unlock(driver.FlushLater)
+	return nil
 }
 
 // TxCommit commits the current transaction.

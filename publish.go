@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/warren-amqp/warren/internal/driver"
 	"github.com/warren-amqp/warren/proto"
 	"github.com/warren-amqp/warren/proto/frames"
 	"github.com/warren-amqp/warren/proto/statemachine"
@@ -27,7 +28,9 @@ type Publishing struct {
 // exactly once: acked, nacked, or failed because the channel or connection
 // closed first (then the publish may or may not have reached the broker).
 type Confirmation struct {
-	// Seq is the publish's sequence number: the delivery tag of its confirm.
+	// Seq is the publish's sequence number on its Channel: the delivery
+	// tag of its confirm, plus the publishes of the channel's earlier
+	// incarnations, so it never repeats on a Channel.
 	Seq  uint64
 	conn *Connection
 	done chan struct{}
@@ -43,7 +46,7 @@ func (cf *Confirmation) resolve(ack bool, err error) {
 
 // Done is closed when the outcome is known.
 func (cf *Confirmation) Done() <-chan struct{} {
-	cf.conn.ensureReader() // the caller may block on it: the socket must be read
+	cf.conn.d.Reclaim() // the caller may block on it: the socket must be read
 	return cf.done
 }
 
@@ -51,18 +54,10 @@ func (cf *Confirmation) Done() <-chan struct{} {
 // (false); err is non-nil when the channel or connection closed first
 // (wrapping ErrMaybeSent) or ctx ended.
 func (cf *Confirmation) Wait(ctx context.Context) (acked bool, err error) {
-	select {
-	case <-cf.done:
-		return cf.ack, cf.err
-	default:
+	if err := cf.conn.d.Await(ctx, cf.done); err != nil {
+		return false, err
 	}
-	cf.conn.readFor(ctx, cf.done)
-	select {
-	case <-cf.done:
-		return cf.ack, cf.err
-	case <-ctx.Done():
-		return false, ctx.Err()
-	}
+	return cf.ack, cf.err
 }
 
 // Returned returns the basic.return that came back for this publish, or
@@ -80,157 +75,147 @@ func (ch *Channel) Publish(ctx context.Context, exchange, routingKey string, msg
 }
 
 // PublishWithConfirm publishes msg on a channel in confirm mode (see
-// Confirm) and returns the handle that resolves with the broker's ack or
-// nack. An error means nothing was sent.
+// ConfirmSelect) and returns the handle that resolves with the broker's
+// ack or nack. An error means nothing was sent.
 func (ch *Channel) PublishWithConfirm(ctx context.Context, exchange, routingKey string, msg Publishing) (*Confirmation, error) {
 	return ch.publish(ctx, exchange, routingKey, &msg, true)
 }
 
 func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg *Publishing, wantConfirm bool) (*Confirmation, error) {
 	c := ch.conn
-	c.mu.Lock()
-	for {
-		switch {
-		case !ch.openLocked():
-			c.mu.Unlock()
-			if err := ch.ready(ctx); err != nil {
-				return nil, err
-			}
-			c.mu.Lock()
-			continue
-		case c.m.State() != statemachine.StateOpen:
-			err := c.closedErrLocked()
-			c.mu.Unlock()
-			return nil, err
-		}
-		if ch.flowActive && c.hasRoomLocked() {
-			break
-		}
-		room := c.roomChanLocked()
-		c.mu.Unlock()
-		c.ensureReader() // flow and unblocking come from the broker
-		select {
-		case <-room:
-		case <-c.done:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		c.mu.Lock()
+	m, err := ch.lockToPublish(ctx)
+	if err != nil {
+		return nil, err
 	}
 	if wantConfirm && !ch.confirming {
-		c.mu.Unlock()
+		c.d.Unlock(driver.FlushLater)
 		return nil, ErrNotConfirmMode
+	}
+	var cf *Confirmation
+	var ref any
+	if wantConfirm {
+		cf = &Confirmation{conn: c, done: make(chan struct{})}
+		ref = cf
 	}
 	// A field, not a local: a local would escape through the Method
 	// interface and cost an allocation per publish.
 	ch.pub = frames.BasicPublish{Exchange: exchange, RoutingKey: routingKey, Mandatory: msg.Mandatory, Immediate: msg.Immediate}
-	seq, err := c.m.Publish(ch.id, &ch.pub, &msg.Properties, msg.Body)
-	var cf *Confirmation
-	alone := false
-	if err != nil {
-		err = ch.wrapErr(err)
-	} else if seq != 0 {
-		cf = &Confirmation{Seq: seq, conn: c, done: make(chan struct{})}
-		ch.confirms.Push(seq, cf)
-		// Nothing else awaits a confirm on this channel: most likely the
-		// caller publishes one message at a time and waits for each, so
-		// it writes the message itself instead of waking the writer.
-		// Streams keep others outstanding and are coalesced by the writer.
-		alone = ch.confirms.Len() == 1
+	seq, err := m.Publish(ch.id, &ch.pub, &msg.Properties, msg.Body, ref)
+	flush := driver.FlushLater
+	switch {
+	case err != nil:
+		err, cf = ch.wrapErr(err), nil
+	case seq != 0:
+		ch.lastSeq = seq
+		if cf != nil {
+			cf.Seq = ch.seqOffset + seq
+			// Nothing else awaits a confirm on this channel: most likely
+			// the caller publishes one message at a time and waits for
+			// each. Streams keep others outstanding and are coalesced.
+			if m.Unconfirmed(ch.id) == 1 {
+				flush = driver.FlushNow
+			}
+		}
 	}
-	c.mu.Unlock()
-	if alone {
-		c.flushDirect()
-	} else {
-		c.wakeWriter()
-	}
+	c.d.Unlock(flush)
 	return cf, err
 }
 
-// onConfirmLocked resolves the handles an ack or nack settles and queues
-// the user's confirm callbacks.
-func (ch *Channel) onConfirmLocked(acts []action, tag uint64, multiple, ack bool) []action {
-	ch.confirms.Resolve(tag, multiple, func(_ uint64, cf *Confirmation) {
-		cf.resolve(ack, nil)
-	})
-	if len(ch.onConfirm) > 0 {
-		fns := ch.onConfirm
-		cf := Confirm{DeliveryTag: tag, Multiple: multiple, Ack: ack}
-		acts = append(acts, action{kind: actNotify, fn: func() {
-			for _, fn := range fns {
-				fn(cf)
+// lockToPublish takes the driver's lock once the channel may publish:
+// open (reopened if need be), and with room in the write buffer, not
+// paused by channel.flow nor blocked by the broker. It waits for that
+// within ctx.
+func (ch *Channel) lockToPublish(ctx context.Context) (*statemachine.Conn, error) {
+	c := ch.conn
+	for {
+		m := c.d.Lock()
+		switch {
+		case !ch.openLocked():
+			c.d.Unlock(driver.FlushLater)
+			if err := ch.ready(ctx); err != nil {
+				return nil, err
 			}
-		}})
+			continue
+		case m.State() != statemachine.StateOpen:
+			err := c.closedErrLocked(m)
+			c.d.Unlock(driver.FlushLater)
+			return nil, err
+		}
+		room := c.d.RoomLocked(ch.id)
+		if room == nil {
+			return m, nil
+		}
+		c.d.Unlock(driver.FlushLater)
+		if err := c.d.Await(ctx, room); err != nil {
+			return nil, err
+		}
 	}
-	return acts
+}
+
+// onConfirmLocked resolves the handles a basic.ack or basic.nack settles
+// and notifies the confirm listeners.
+func (ch *Channel) onConfirmLocked(e *statemachine.Event) {
+	for _, p := range e.Publishes {
+		if cf, _ := p.Ref.(*Confirmation); cf != nil {
+			cf.resolve(e.Ack, nil)
+		}
+	}
+	if len(ch.confirmListeners) > 0 {
+		n := ConfirmNotice{DeliveryTag: ch.seqOffset + e.DeliveryTag, Multiple: e.Multiple, Ack: e.Ack}
+		for _, l := range ch.confirmListeners {
+			l.post(n)
+		}
+	}
 }
 
 // onReturnLocked copies a basic.return, ties it to its publish in confirm
-// mode, and hands it to the return handlers (or logs it).
-func (ch *Channel) onReturnLocked(acts []action, m *messageView) []action {
+// mode, and hands it to the return listeners (or logs it).
+func (ch *Channel) onReturnLocked(m *statemachine.Message) {
 	r := Return{
 		ReplyCode: m.ReplyCode, ReplyText: m.ReplyText, Exchange: m.Exchange, RoutingKey: m.RoutingKey,
-		Body: append([]byte(nil), m.Body...), PublishSeq: m.PublishSeq,
+		Body: append([]byte(nil), m.Body...),
+	}
+	if m.PublishSeq != 0 {
+		r.PublishSeq = ch.seqOffset + m.PublishSeq
 	}
 	r.Properties, _ = m.Properties.Properties()
-	if m.PublishSeq != 0 {
-		// The confirm that follows resolves the handle; mark it returned.
-		ch.confirms.Peek(m.PublishSeq, func(cf *Confirmation) { cf.ret = &r })
+	if cf, _ := m.PublishRef.(*Confirmation); cf != nil {
+		cf.ret = &r // the confirm that follows resolves the handle
 	}
-	if len(ch.onReturn) == 0 {
-		ch.conn.log.Warn("amqp message returned and no return handler registered",
+	if len(ch.returnListeners) == 0 {
+		ch.conn.log.Warn("amqp message returned and no return listener registered",
 			"reply_code", int(r.ReplyCode), "reply_text", r.ReplyText, "exchange", r.Exchange, "routing_key", r.RoutingKey, "publish_seq", r.PublishSeq)
-		return acts
+		return
 	}
-	fns := ch.onReturn
-	return append(acts, action{kind: actNotify, fn: func() {
-		for _, fn := range fns {
-			fn(r)
-		}
-	}})
+	for _, l := range ch.returnListeners {
+		l.post(r)
+	}
 }
 
-// NotifyReturn registers fn to receive every message the broker returns on
-// this channel. fn runs on the connection's notifier goroutine, never
-// blocking the reader.
-func (ch *Channel) NotifyReturn(fn func(Return)) {
-	ch.conn.mu.Lock()
-	defer ch.conn.mu.Unlock()
-	ch.onReturn = append(ch.onReturn[:len(ch.onReturn):len(ch.onReturn)], fn)
-}
-
-// NotifyConfirm registers fn to receive every basic.ack and basic.nack on
-// this channel, with its delivery tag and multiple flag (the seed's
-// events['basic_ack']). fn runs on the connection's notifier goroutine.
-func (ch *Channel) NotifyConfirm(fn func(Confirm)) {
-	ch.conn.mu.Lock()
-	defer ch.conn.mu.Unlock()
-	ch.onConfirm = append(ch.onConfirm[:len(ch.onConfirm):len(ch.onConfirm)], fn)
-}
-
-// Confirm puts the channel in confirm mode (confirm.select): the broker
-// acks or nacks every later publish. The mode survives a reopening after a
-// channel error.
-func (ch *Channel) Confirm(ctx context.Context) error {
+// ConfirmSelect puts the channel in confirm mode (confirm.select): the
+// broker acks or nacks every later publish. The mode survives a reopening
+// after a channel error.
+func (ch *Channel) ConfirmSelect(ctx context.Context) error {
 	if err := ch.ready(ctx); err != nil {
 		return err
 	}
 	c := ch.conn
-	c.mu.Lock()
-	if err := c.m.Call(ch.id, &frames.ConfirmSelect{}); err != nil {
-		c.mu.Unlock()
+	m := c.d.Lock()
+	tok, err := m.Call(ch.id, &frames.ConfirmSelect{})
+	if err != nil {
+		err = ch.wrapErr(err)
+		c.d.Unlock(driver.FlushLater)
 		return err
 	}
-	ch.confirming = true
-	w := newWaiter()
-	ch.waiters = append(ch.waiters, w)
-	c.mu.Unlock()
-	c.flushDirect()
-	_, err := w.wait(ctx, c)
-	if err != nil {
-		return fmt.Errorf("amqp: confirm.select: %w", err)
+	ch.confirming = true // the broker numbers publishes from here on
+	w := newWaiter(ch)
+	c.requests[tok] = w
+	c.d.Unlock(driver.FlushNow)
+	if err := c.d.Await(ctx, w.done); err != nil {
+		return err
+	}
+	if w.err != nil {
+		return fmt.Errorf("amqp: confirm.select: %w", w.err)
 	}
 	return nil
 }
-
-type messageView = statemachine.Message

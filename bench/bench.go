@@ -23,10 +23,15 @@
 // machine_test.go measures proto/statemachine driven without sockets from
 // pre-encoded server bytes: BenchmarkMachineDeliver (and
 // BenchmarkMachineDeliverAck) feed deliveries in 64 KiB chunks and pull the
-// events; BenchmarkMachinePublish publishes in confirm mode and feeds
-// multiple acks; BenchmarkMachinePublishManyOutstanding confirms 200,000
+// events; BenchmarkMachinePublish (and BenchmarkMachinePublishRef, with a
+// pointer ref per publish) publishes in confirm mode and feeds multiple
+// acks; BenchmarkMachinePublishManyOutstanding confirms 200,000
 // outstanding publishes with one ack, showing O(1) amortised bookkeeping.
-// All four target zero allocations (machine_alloc_test.go asserts it).
+// The deliver and publish benchmarks target zero allocations
+// (machine_alloc_test.go asserts it, also for deliveries read into pooled
+// buffers handed over with Conn.Adopt); ManyOutstanding allocates once per
+// batch, the EventConfirm.Publishes list of 200,000 entries, which the
+// machine does not keep.
 //
 // alloc_test.go turns the two zero-allocation targets into tests
 // (TestAllocParseDeliver, TestAllocAppendPublish) that CI runs without the

@@ -36,11 +36,51 @@ func TestAllocMachineDeliver(t *testing.T) {
 	}
 }
 
+// TestAllocMachineDeliverAdopt is TestAllocMachineDeliver for a driver
+// that pools its read buffers: each read of whole messages is handed over
+// with Adopt and its buffer taken back with ReleaseInput.
+func TestAllocMachineDeliverAdopt(t *testing.T) {
+	for _, noAck := range []bool{true, false} {
+		r := newDeliverRig(t, noAck)
+		if err := r.alignInput(); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		delivered := 0
+		allocs := testing.AllocsPerRun(50, func() {
+			n, e := r.readAdopt()
+			delivered += n
+			if e != nil && err == nil {
+				err = e
+			}
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if delivered < 50*200 {
+			t.Fatalf("only %d deliveries in 50 reads", delivered)
+		}
+		if allocs != 0 {
+			t.Errorf("noAck %v: %v allocations per adopted read (%d deliveries), want 0", noAck, allocs, delivered/51)
+		}
+	}
+}
+
 // TestAllocMachinePublish requires Publish in confirm mode, AppendOutbound
 // into a reused buffer, and (every 64 publishes) Feed of a basic.ack
-// multiple and its EventConfirm, not to allocate once warmed.
+// multiple and its EventConfirm, not to allocate once warmed: with no ref,
+// and with a pointer ref (a client's confirm handle) handed back in
+// EventConfirm.Publishes.
 func TestAllocMachinePublish(t *testing.T) {
-	r := newPublishRig(t)
+	for _, ref := range []bool{false, true} {
+		t.Run(map[bool]string{false: "ref nil", true: "pointer ref"}[ref], func(t *testing.T) {
+			testAllocMachinePublish(t, ref)
+		})
+	}
+}
+
+func testAllocMachinePublish(t *testing.T, ref bool) {
+	r := newPublishRig(t, ref)
 	var err error
 	allocs := testing.AllocsPerRun(20*machineAckEvery, func() {
 		if e := r.publish(); e != nil && err == nil {

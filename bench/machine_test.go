@@ -15,10 +15,14 @@ package bench
 //   - BenchmarkMachinePublish: Publish on a channel in confirm mode, the
 //     outbound bytes taken after every publish, and a basic.ack multiple
 //     from the broker every 64 publishes. One op is one publish (and its
-//     share of the confirm).
+//     share of the confirm). BenchmarkMachinePublishRef is the same with a
+//     pointer ref given to every publish, as a client's confirm handle.
 //   - BenchmarkMachinePublishManyOutstanding: 200,000 publishes
 //     outstanding, then one basic.ack multiple settles them all. One op is
-//     the whole batch; ns/publish is the cost per publish and confirm.
+//     the whole batch; ns/publish is the cost per publish and confirm. The
+//     confirm lists all 200,000 publishes in EventConfirm.Publishes, an
+//     arena the machine grows once per batch and, being over its idle
+//     limit, does not keep: one allocation per batch.
 //
 // machine_alloc_test.go turns the zero-allocation targets into tests.
 
@@ -111,7 +115,7 @@ func newMachineRig(tb testing.TB, opt rigOptions) *machineRig {
 // call sends a request on the rig's channel.
 func (r *machineRig) call(m frames.Method) {
 	r.tb.Helper()
-	if err := r.c.Call(r.ch, m); err != nil {
+	if _, err := r.c.Call(r.ch, m); err != nil {
 		r.tb.Fatalf("Call %s: %v", m.Key(), err)
 	}
 	r.flush()
@@ -158,6 +162,7 @@ type deliverRig struct {
 	unacked int
 	noAck   bool
 	lastTag uint64
+	pooled  []byte // readAdopt's read buffer, between reads
 }
 
 // newDeliverRig returns a consumer (no-ack or manual ack) and a stream of
@@ -197,6 +202,12 @@ func (r *deliverRig) readOnce() (int, error) {
 	if r.off == len(r.stream) {
 		r.off = 0
 	}
+	return r.drain()
+}
+
+// drain takes the events, acking as a manual-ack consumer does, and the
+// outbound bytes; it returns how many deliveries it got.
+func (r *deliverRig) drain() (int, error) {
 	n := 0
 	for {
 		e := r.c.NextEvent()
@@ -211,7 +222,7 @@ func (r *deliverRig) readOnce() (int, error) {
 			r.lastTag = e.Message.DeliveryTag
 			if r.unacked++; r.unacked == machineAckEvery {
 				r.ack.DeliveryTag, r.ack.Multiple = r.lastTag, true
-				if err := r.c.Call(r.ch, &r.ack); err != nil {
+				if _, err := r.c.Call(r.ch, &r.ack); err != nil {
 					return n, err
 				}
 				r.unacked = 0
@@ -219,6 +230,46 @@ func (r *deliverRig) readOnce() (int, error) {
 		}
 	}
 	r.out = r.c.AppendOutbound(r.out[:0])
+	return n, nil
+}
+
+// alignInput feeds the stream up to the next message boundary, so that
+// the machine holds no partial frame (readAdopt starts from there).
+func (r *deliverRig) alignInput() error {
+	if rem := r.off % r.msgSize; rem != 0 {
+		end := r.off + r.msgSize - rem
+		if err := r.c.Feed(r.stream[r.off:end]); err != nil {
+			return err
+		}
+		r.off = end % len(r.stream)
+	}
+	_, err := r.drain()
+	return err
+}
+
+// readAdopt is readOnce for a driver that pools its read buffers: a chunk
+// of whole messages is read into the rig's pooled buffer, handed over with
+// Adopt, and taken back with ReleaseInput once the events are drained.
+// Every chunk ends at a message boundary, so the machine never holds a
+// partial frame and always gives its buffer back.
+func (r *deliverRig) readAdopt() (int, error) {
+	if r.c.HasInput() {
+		return 0, &seqError{got: 1, want: 0, what: "input held before a read"}
+	}
+	end := min(r.off+machineReadSize/r.msgSize*r.msgSize, len(r.stream))
+	buf := append(r.pooled[:0], r.stream[r.off:end]...)
+	r.pooled = nil
+	if err := r.c.Adopt(buf); err != nil {
+		return 0, err
+	}
+	r.off = end % len(r.stream)
+	n, err := r.drain()
+	if err != nil {
+		return n, err
+	}
+	if r.pooled = r.c.ReleaseInput(); r.pooled == nil {
+		return n, &seqError{got: 0, want: 1, what: "input buffers released after whole messages"}
+	}
 	return n, nil
 }
 
@@ -264,6 +315,7 @@ type publishRig struct {
 	*machineRig
 	method    frames.BasicPublish
 	body      []byte
+	ref       any // given to every Publish: nil, or a pointer
 	ack       frames.BasicAck
 	ackBuf    []byte
 	seq       uint64 // last publish sequence number
@@ -271,12 +323,20 @@ type publishRig struct {
 	msgSize   int
 }
 
-func newPublishRig(tb testing.TB) *publishRig {
+// confirmHandle stands for a client's per-publish confirm handle.
+type confirmHandle struct{ done bool }
+
+// newPublishRig returns a warmed publisher; with ref, every publish gets
+// the same *confirmHandle as its ref, and the confirms must hand it back.
+func newPublishRig(tb testing.TB, ref bool) *publishRig {
 	tb.Helper()
 	r := &publishRig{
 		machineRig: newMachineRig(tb, rigOptions{confirm: true}),
 		method:     frames.BasicPublish{Exchange: machineExchange, RoutingKey: machineRoutingKey},
 		body:       body(machineBodySize),
+	}
+	if ref {
+		r.ref = &confirmHandle{}
 	}
 	if err := r.publish(); err != nil {
 		tb.Fatal(err)
@@ -294,7 +354,7 @@ func newPublishRig(tb testing.TB) *publishRig {
 // machineAckEvery publishes feeds basic.ack multiple for the last one and
 // drains the confirm.
 func (r *publishRig) publish() error {
-	seq, err := r.c.Publish(r.ch, &r.method, &messageProps, r.body)
+	seq, err := r.c.Publish(r.ch, &r.method, &messageProps, r.body, r.ref)
 	if err != nil {
 		return err
 	}
@@ -309,7 +369,8 @@ func (r *publishRig) publish() error {
 	return nil
 }
 
-// confirm feeds basic.ack multiple for tag and drains the events.
+// confirm feeds basic.ack multiple for tag and drains the events: one
+// EventConfirm listing every publish since the last confirm, with its ref.
 func (r *publishRig) confirm(tag uint64) error {
 	r.ack.DeliveryTag, r.ack.Multiple = tag, true
 	var err error
@@ -326,6 +387,13 @@ func (r *publishRig) confirm(tag uint64) error {
 		}
 		if e.Kind != statemachine.EventConfirm || !e.Ack || e.DeliveryTag != tag {
 			return &rigError{kind: e.Kind, state: r.c.State(), err: e.Err}
+		}
+		pubs := e.Publishes
+		if n := uint64(len(pubs)); n != tag-r.confirmed {
+			return &seqError{got: n, want: tag - r.confirmed, what: "publishes settled by a multiple ack"}
+		}
+		if first, last := pubs[0], pubs[len(pubs)-1]; first.Seq != r.confirmed+1 || last.Seq != tag || first.Ref != r.ref || last.Ref != r.ref {
+			return &seqError{got: last.Seq, want: tag, what: "publishes (or refs) settled by a multiple ack"}
 		}
 		r.confirmed = e.DeliveryTag
 	}
@@ -361,8 +429,12 @@ func itoa(v uint64) string {
 	}
 }
 
-func BenchmarkMachinePublish(b *testing.B) {
-	r := newPublishRig(b)
+func BenchmarkMachinePublish(b *testing.B) { benchmarkMachinePublish(b, false) }
+
+func BenchmarkMachinePublishRef(b *testing.B) { benchmarkMachinePublish(b, true) }
+
+func benchmarkMachinePublish(b *testing.B, ref bool) {
+	r := newPublishRig(b, ref)
 	b.SetBytes(int64(r.msgSize))
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -379,13 +451,13 @@ func BenchmarkMachinePublish(b *testing.B) {
 // without a confirm, then settles them all with one basic.ack multiple: the
 // per-publish cost must not grow with the number outstanding.
 func BenchmarkMachinePublishManyOutstanding(b *testing.B) {
-	r := newPublishRig(b)
+	r := newPublishRig(b, false)
 	if err := r.confirm(r.seq); err != nil { // settle the warm-up publishes
 		b.Fatal(err)
 	}
 	batch := func() error {
 		for range manyOutstanding {
-			seq, err := r.c.Publish(r.ch, &r.method, &messageProps, r.body)
+			seq, err := r.c.Publish(r.ch, &r.method, &messageProps, r.body, r.ref)
 			if err != nil {
 				return err
 			}
@@ -483,9 +555,24 @@ func TestMachineRig(t *testing.T) {
 		if want := uint64(total-3) / machineAckEvery; !noAck && acked != want {
 			t.Fatalf("%d acks for %d deliveries, want %d", acked, total-3, want)
 		}
+
+		// The same stream through pooled read buffers and Adopt.
+		if err := r.alignInput(); err != nil {
+			t.Fatal(err)
+		}
+		for total := 0; total < 2*machineStreamMessages; {
+			n, err := r.readAdopt()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != machineReadSize/r.msgSize && r.off != 0 {
+				t.Fatalf("%d deliveries from an adopted read, want %d", n, machineReadSize/r.msgSize)
+			}
+			total += n
+		}
 	}
 
-	p := newPublishRig(t)
+	p := newPublishRig(t, true)
 	start := p.seq
 	for range 10 * machineAckEvery {
 		if err := p.publish(); err != nil {

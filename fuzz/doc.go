@@ -23,9 +23,12 @@
 //     field kind included, and checks encode → decode → equal.
 //   - FuzzMachine completes a handshake, opens channels, publishes and
 //     consumes, then feeds arbitrary server bytes, whole and in
-//     input-derived splits, then timeouts and EOF: never a panic, the same
-//     events both ways, every error one the machine documents, bounded
-//     output, and exactly one EventClosed at the end.
+//     input-derived splits (handed over with Adopt and ReadBuffer, the
+//     buffers released, scribbled over and reused), then timeouts and EOF:
+//     never a panic, the same events both ways, every error one the
+//     machine documents, every request token answered once and every
+//     publish settled once with its ref, bounded output, and exactly one
+//     EventClosed at the end.
 //
 // The seed corpus is the project's own hand-made vectors (vectors_test.go,
 // written byte by byte from the spec) and, in testdata/fuzz/<Target>/, a

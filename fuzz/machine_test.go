@@ -5,9 +5,12 @@ package fuzz
 //
 // Each input runs twice on a fresh machine brought to the same state (see
 // machineSetup): once fed whole, in one Feed call, and once split into
-// chunks whose sizes derive from the input (the split run also sets
-// Config.Trace, which must not change what happens). After every Feed the
-// run does what a driver does: drain NextEvent, check and take
+// chunks whose sizes derive from the input and handed over as a pooling
+// driver does: into a pooled buffer given with Adopt when no partial frame
+// is buffered, else into ReadBuffer; the input and outbound buffers are
+// released after every drain, scribbled over and reused (the split run
+// also sets Config.Trace, which must not change what happens). After every
+// read the run does what a driver does: drain NextEvent, check and take
 // AppendOutbound, and call HandleTimeout while Deadline has passed. Then it
 // advances the clock from deadline to deadline a number of times derived
 // from the input, and ends with FeedEOF.
@@ -15,12 +18,15 @@ package fuzz
 // Checked: nothing panics; every event is well-formed (bodies no longer
 // than Config.MaxMessageSize and as long as announced, confirms only for
 // publishes made, each channel reported closed exactly once, nothing after
-// EventClosed); the connection's error is always one the machine documents
-// (a *proto.ConnectionError, or ErrHeartbeatTimeout, or ErrConnectionLost
-// after the end of the stream); the outbound buffer stays within a bound
-// proportional to the input; after FeedEOF the machine is closed and
-// reported EventClosed exactly once; and the whole and split runs report
-// the same events.
+// EventClosed); every request token is answered by exactly one EventReply,
+// in request order, before EventClosed; every publish is settled exactly
+// once, by an EventConfirm or its channel's EventChannelClosed, which hand
+// back its ref (as does a return bound to it); the connection's error is
+// always one the machine documents (a *proto.ConnectionError, or
+// ErrHeartbeatTimeout, or ErrConnectionLost after the end of the stream);
+// the outbound buffer stays within a bound proportional to the input;
+// after FeedEOF the machine is closed and reported EventClosed exactly
+// once; and the whole and split runs report the same events.
 //
 // To fuzz, from the repository root:
 //
@@ -94,6 +100,14 @@ type machineRun struct {
 	events []eventRecord
 	closed map[uint16]int // EventChannelClosed per channel
 	traces int
+
+	pooling bool                            // read as a pooling driver does (see the top of the file)
+	pool    [][]byte                        // released input buffers
+	pending map[uint16][]statemachine.Token // requests awaiting their EventReply, per channel, oldest first
+	refs    [fuzzPublishes + 1]*int         // the ref of each publish on chOpen, by sequence number
+	settled [fuzzPublishes + 1]int          // how many times each publish was settled
+	issued  []statemachine.Token            // every request token
+	answers map[statemachine.Token]int      // EventReply count per token
 }
 
 // eventRecord is what the whole and split runs must agree on.
@@ -114,12 +128,15 @@ type eventRecord struct {
 	Active      bool
 	Unconfirmed int
 	Err         string
+	Token       statemachine.Token
+	Publishes   []uint64 // sequence numbers settled or given up
 }
 
 // newMachineRun builds a machine and brings it to the setup state (see
 // machineSetup), checking every step.
 func newMachineRun(t *testing.T, input int, trace bool) *machineRun {
-	r := &machineRun{t: t, now: fuzzEpoch, input: input, closed: map[uint16]int{}}
+	r := &machineRun{t: t, now: fuzzEpoch, input: input, closed: map[uint16]int{}, pooling: trace,
+		pending: map[uint16][]statemachine.Token{}, answers: map[statemachine.Token]int{}}
 	cfg := statemachine.Config{
 		Auth:           []statemachine.Authenticator{statemachine.PlainAuth{Username: "guest", Password: "guest"}},
 		FrameMax:       fuzzFrameMax,
@@ -153,18 +170,34 @@ func newMachineRun(t *testing.T, input int, trace bool) *machineRun {
 		equal(t, want, id)
 	}
 	r.serverSays(setup.openOK, statemachine.EventChannelOpen, statemachine.EventChannelOpen)
-	noError(t, c.Call(chOpen, &frames.ConfirmSelect{}))
-	noError(t, c.Call(chOpen, &frames.BasicConsume{Queue: "q", ConsumerTag: fuzzTagAck}))
-	noError(t, c.Call(chOpen, &frames.BasicConsume{Queue: "q", ConsumerTag: fuzzTagNoAck, NoAck: true}))
+	var tokens []statemachine.Token
+	call := func(m frames.Method, track bool) {
+		tok, err := c.Call(chOpen, m)
+		noError(t, err)
+		isTrue(t, tok != 0, "no token for %s", m.Key())
+		for _, old := range tokens {
+			isTrue(t, old != tok, "token %d handed out twice", tok)
+		}
+		tokens = append(tokens, tok)
+		if track { // the setup's own requests are answered in the setup
+			r.issued = append(r.issued, tok)
+			r.pending[chOpen] = append(r.pending[chOpen], tok)
+		}
+	}
+	call(&frames.ConfirmSelect{}, false)
+	call(&frames.BasicConsume{Queue: "q", ConsumerTag: fuzzTagAck}, false)
+	call(&frames.BasicConsume{Queue: "q", ConsumerTag: fuzzTagNoAck, NoAck: true}, false)
 	r.serverSays(setup.replies, statemachine.EventReply, statemachine.EventReply, statemachine.EventReply)
+	isTrue(t, c.Consuming(), "consumers registered, but not Consuming")
 	props := &proto.Properties{ContentType: "text/plain", Headers: proto.Table{{Name: "k", Value: proto.Int32(1)}}}
 	for i := range fuzzPublishes {
-		seq, err := c.Publish(chOpen, &frames.BasicPublish{Exchange: "ex", RoutingKey: "rk", Mandatory: true}, props, make([]byte, 100*i))
+		r.refs[i+1] = new(int)
+		seq, err := c.Publish(chOpen, &frames.BasicPublish{Exchange: "ex", RoutingKey: "rk", Mandatory: true}, props, make([]byte, 100*i), r.refs[i+1])
 		noError(t, err)
 		equal(t, uint64(i+1), seq)
 	}
-	noError(t, c.Call(chOpen, &frames.QueueDeclare{Queue: "q"}))
-	noError(t, c.Call(chOpen, &frames.BasicGet{Queue: "q"}))
+	call(&frames.QueueDeclare{Queue: "q"}, true)
+	call(&frames.BasicGet{Queue: "q"}, true)
 	noError(t, c.CloseChannel(chClosing, proto.Reply{}))
 	r.pump()
 	isTrue(t, r.c.OutboundLen() == 0)
@@ -222,7 +255,19 @@ var machineSetup = sync.OnceValue(func() *setupStreams {
 // feed feeds one chunk and then does what a driver does.
 func (r *machineRun) feed(chunk []byte) {
 	wasClosed := r.c.State() == statemachine.StateClosed
-	err := r.c.Feed(chunk)
+	var err error
+	switch {
+	case !r.pooling:
+		err = r.c.Feed(chunk)
+	case r.c.HasInput():
+		err = r.c.Received(copy(r.c.ReadBuffer(len(chunk)), chunk))
+	default:
+		var buf []byte
+		if n := len(r.pool); n > 0 {
+			buf, r.pool = r.pool[n-1], r.pool[:n-1]
+		}
+		err = r.c.Adopt(append(buf[:0], chunk...))
+	}
 	if wasClosed {
 		errorIs(r.t, err, statemachine.ErrClosed, "Feed after close")
 	} else {
@@ -237,12 +282,25 @@ func (r *machineRun) pump() {
 	for i := 0; ; i++ {
 		isTrue(r.t, i < 100, "the machine keeps asking for HandleTimeout at %v", r.now)
 		r.drain()
+		if r.pooling {
+			had := r.c.HasInput()
+			if b := r.c.ReleaseInput(); b != nil {
+				isTrue(r.t, !had && len(b) == 0, "ReleaseInput gave back %d bytes (input held: %v)", len(b), had)
+				scribble(b)
+				r.pool = append(r.pool, b)
+			}
+		}
 		// Every server frame causes at most one small answer (close-ok,
 		// flow-ok, cancel-ok, reject) or the one connection.close.
 		isTrue(r.t, r.c.OutboundLen() <= 64<<10+16*r.input,
 			"%d outbound bytes for a %d-byte input", r.c.OutboundLen(), r.input)
 		r.c.AppendOutbound(nil)
 		equal(r.t, 0, r.c.OutboundLen(), "AppendOutbound left bytes behind")
+		if r.pooling {
+			if b := r.c.ReleaseOutbound(); b != nil {
+				scribble(b)
+			}
+		}
 		dl := r.c.Deadline()
 		if dl.IsZero() || dl.After(r.now) {
 			return
@@ -264,6 +322,15 @@ func (r *machineRun) advance() bool {
 	return true
 }
 
+// scribble overwrites a released buffer's whole capacity, so that a view
+// the machine kept into it would show.
+func scribble(b []byte) {
+	b = b[:cap(b)]
+	for i := range b {
+		b[i] = 0x5A
+	}
+}
+
 func (r *machineRun) drain() {
 	for {
 		e := r.c.NextEvent()
@@ -281,7 +348,13 @@ func (r *machineRun) check(e statemachine.Event) {
 		isTrue(t, r.events[n-1].Kind != statemachine.EventClosed, "%s event after EventClosed", e.Kind)
 	}
 	rec := eventRecord{Kind: e.Kind, Channel: e.Channel, Request: e.Request, Multiple: e.Multiple, Ack: e.Ack,
-		Active: e.Active, Unconfirmed: e.Unconfirmed, ConsumerTag: e.ConsumerTag}
+		Active: e.Active, Unconfirmed: e.Unconfirmed, ConsumerTag: e.ConsumerTag, Token: e.Token}
+	for _, p := range e.Publishes {
+		rec.Publishes = append(rec.Publishes, p.Seq)
+	}
+	if e.Kind != statemachine.EventConfirm && e.Kind != statemachine.EventChannelClosed {
+		isTrue(t, len(e.Publishes) == 0, "%s event with Publishes", e.Kind)
+	}
 	if e.Err != nil {
 		rec.Err = e.Err.Error()
 	}
@@ -301,13 +374,28 @@ func (r *machineRun) check(e statemachine.Event) {
 		isTrue(t, contentChannel, "%s on channel %d", e.Kind, e.Channel)
 		equal(t, m.BodySize, uint64(len(m.Body)), "%s body of %d bytes, %d announced", e.Kind, len(m.Body), m.BodySize)
 		isTrue(t, m.PublishSeq <= fuzzPublishes, "return bound to publish %d of %d", m.PublishSeq, fuzzPublishes)
+		if m.PublishRef != nil {
+			isTrue(t, m.PublishSeq != 0 && m.PublishRef == any(r.refs[m.PublishSeq]), "return of publish %d with the ref of another", m.PublishSeq)
+		}
+		if e.Kind == statemachine.EventDelivery || m.PublishSeq == 0 {
+			isTrue(t, m.PublishRef == nil, "%s event with a publish ref", e.Kind)
+		}
 	case statemachine.EventMessageTooLarge:
 		isTrue(t, contentChannel, "%s on channel %d", e.Kind, e.Channel)
 		isTrue(t, m.BodySize > fuzzMaxMessageSize, "message of %d bytes refused as too large", m.BodySize)
 		isTrue(t, len(m.Body) == 0, "refused message with a body")
 	case statemachine.EventReply:
 		equal(t, chOpen, e.Channel, "reply on a channel with no request pending")
-		isTrue(t, e.Method != nil, "reply without a method")
+		q := r.pending[e.Channel]
+		isTrue(t, len(q) > 0 && q[0] == e.Token, "reply with token %d, want the oldest of %v", e.Token, q)
+		r.pending[e.Channel] = q[1:]
+		r.answers[e.Token]++
+		if e.Method == nil {
+			isTrue(t, e.Err != nil, "reply with neither a method nor an error")
+			rec.Reply = "failed"
+			break
+		}
+		noError(t, e.Err, "reply with both a method and an error")
 		enc, err := frames.AppendMethodArgs(nil, e.Method)
 		noError(t, err, "a reply does not encode")
 		rec.Reply = fmt.Sprintf("%x", enc)
@@ -319,14 +407,26 @@ func (r *machineRun) check(e statemachine.Event) {
 	case statemachine.EventConfirm:
 		equal(t, chOpen, e.Channel, "confirm on a channel not in confirm mode")
 		isTrue(t, e.DeliveryTag >= 1 && e.DeliveryTag <= fuzzPublishes, "confirm of tag %d, %d published", e.DeliveryTag, fuzzPublishes)
+		isTrue(t, e.Multiple || len(e.Publishes) == 1, "single confirm settling %d publishes", len(e.Publishes))
+		if n := len(e.Publishes); n > 0 {
+			isTrue(t, e.Publishes[n-1].Seq <= e.DeliveryTag, "confirm of %d settling publish %d", e.DeliveryTag, e.Publishes[n-1].Seq)
+		}
+		r.settle(e.Publishes)
 		rec.DeliveryTag = e.DeliveryTag
 	case statemachine.EventChannelClosed:
 		r.closed[e.Channel]++
 		equal(t, 1, r.closed[e.Channel], "channel %d reported closed twice", e.Channel)
 		isTrue(t, e.Channel == chOpen || e.Channel == chOpening || e.Channel == chClosing, "unknown channel %d closed", e.Channel)
 		isTrue(t, e.Unconfirmed >= 0 && e.Unconfirmed <= fuzzPublishes, "%d unconfirmed", e.Unconfirmed)
+		equal(t, e.Unconfirmed, len(e.Publishes))
+		isTrue(t, len(r.pending[e.Channel]) == 0, "channel %d closed with requests unanswered: %v", e.Channel, r.pending[e.Channel])
 		if e.Channel != chOpen {
 			equal(t, 0, e.Unconfirmed)
+		} else {
+			r.settle(e.Publishes)
+			for seq := 1; seq <= fuzzPublishes; seq++ {
+				equal(t, 1, r.settled[seq], "publish %d settled %d times by the end of its channel", seq, r.settled[seq])
+			}
 		}
 		r.checkChannelErr(e.Channel, e.Err)
 	case statemachine.EventClosed:
@@ -336,6 +436,10 @@ func (r *machineRun) check(e statemachine.Event) {
 		for _, id := range []uint16{chOpen, chOpening, chClosing} {
 			equal(t, 1, r.closed[id], "channel %d not reported closed (once) before the connection", id)
 		}
+		for _, tok := range r.issued {
+			equal(t, 1, r.answers[tok], "token %d answered %d times", tok, r.answers[tok])
+		}
+		isTrue(t, !r.c.Consuming(), "Consuming after the connection closed")
 		r.checkConnErr(e.Err, true)
 	case statemachine.EventFlow, statemachine.EventConsumerCancelled:
 		isTrue(t, contentChannel, "%s on channel %d", e.Kind, e.Channel)
@@ -347,6 +451,19 @@ func (r *machineRun) check(e statemachine.Event) {
 		t.Fatalf("unexpected %s event", e.Kind)
 	}
 	r.events = append(r.events, rec)
+}
+
+// settle records publishes settled (or given up), each with its own ref,
+// in sequence order, each once.
+func (r *machineRun) settle(pubs []statemachine.Published) {
+	t := r.t
+	for i, p := range pubs {
+		isTrue(t, p.Seq >= 1 && p.Seq <= fuzzPublishes, "publish %d settled, %d published", p.Seq, fuzzPublishes)
+		isTrue(t, i == 0 || pubs[i-1].Seq < p.Seq, "publishes out of order: %v", pubs)
+		isTrue(t, p.Ref == any(r.refs[p.Seq]), "publish %d settled with the ref of another", p.Seq)
+		r.settled[p.Seq]++
+		equal(t, 1, r.settled[p.Seq], "publish %d settled twice", p.Seq)
+	}
 }
 
 // checkConnErr requires err to be an error the machine documents for a

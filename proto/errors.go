@@ -169,8 +169,9 @@ func (r Reply) describe() string {
 	return s
 }
 
-// Error is implemented by every AMQP-level error (ConnectionError and
-// ChannelError): the seed library's AMQPError.
+// Error is implemented by every AMQP-level error: ConnectionError and
+// ChannelError. AMQPReply returns the reply code and text the error
+// carries.
 type Error interface {
 	error
 	AMQPReply() Reply
@@ -236,8 +237,8 @@ func (e *ChannelError) Recoverable() bool {
 }
 
 // IsRecoverable reports whether err, or an error it wraps, is an AMQP
-// error that retrying may cure (the seed's recoverable_connection_errors and
-// recoverable_channel_errors). It says nothing of network errors, which
+// error that retrying may cure (see ReplyCode.Recoverable for the codes:
+// the recoverable connection and channel errors of py-amqp). It says nothing of network errors, which
 // the client package classifies.
 func IsRecoverable(err error) bool {
 	var ce *ConnectionError

@@ -86,7 +86,7 @@ type warrenSession struct {
 
 var warrenProps = proto.Properties{ContentType: contentType, DeliveryMode: proto.Transient}
 
-func (s *warrenSession) Confirm(ctx context.Context) error { return s.ch.Confirm(ctx) }
+func (s *warrenSession) Confirm(ctx context.Context) error { return s.ch.ConfirmSelect(ctx) }
 
 func (s *warrenSession) Publish(ctx context.Context, queue string, body []byte) error {
 	return s.ch.Publish(ctx, "", queue, warren.Publishing{Properties: warrenProps, Body: body})

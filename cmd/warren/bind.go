@@ -52,7 +52,7 @@ func bindCmd(e *env, args []string, bind bool) error {
 	case f.wasSet("queue") && bind:
 		err = ch.QueueBind(e.ctx, *queue, *key, *exchange, warren.BindOptions{Arguments: arguments})
 	case f.wasSet("queue"):
-		err = ch.QueueUnbind(e.ctx, *queue, *key, *exchange, arguments)
+		err = ch.QueueUnbind(e.ctx, *queue, *key, *exchange, warren.UnbindOptions{Arguments: arguments})
 	case bind:
 		err = ch.ExchangeBind(e.ctx, *dest, *key, *exchange, warren.BindOptions{Arguments: arguments})
 	default:

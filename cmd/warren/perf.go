@@ -396,7 +396,7 @@ func (r *perfRun) produce(ctx, confirmCtx context.Context, p *perfProducer) {
 	var pending chan outstanding
 	confirmsDone := make(chan struct{})
 	if o.confirm {
-		if err := ch.Confirm(ctx); err != nil {
+		if err := ch.ConfirmSelect(ctx); err != nil {
 			r.fail("producer %d: %v", p.id, err)
 			return
 		}

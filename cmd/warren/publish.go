@@ -138,7 +138,7 @@ func runPublish(e *env, args []string) error {
 	defer closeConn(conn)
 	confirming := *confirm || *mandatory
 	if confirming {
-		if err := ch.Confirm(e.ctx); err != nil {
+		if err := ch.ConfirmSelect(e.ctx); err != nil {
 			return err
 		}
 	}

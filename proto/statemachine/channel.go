@@ -2,6 +2,7 @@ package statemachine
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -40,7 +41,8 @@ const (
 
 type request struct {
 	key   frames.MethodKey
-	noAck bool // basic.get: whether the message needs no ack
+	token Token // 0 for channel.open, which has no token
+	noAck bool  // basic.get: whether the message needs no ack
 }
 
 // requestFIFO holds the synchronous requests awaiting replies, oldest
@@ -71,13 +73,17 @@ type consumer struct {
 	cancelling bool // basic.cancel sent; deliveries until cancel-ok are still its
 }
 
-// published is what the machine remembers of an unconfirmed publish to
-// tie a basic.return to it: the exchange and routing key of a mandatory
-// or immediate one (others are never returned).
-type published struct {
+// returnable is a mandatory or immediate publish awaiting its confirm
+// (others are never returned), remembered to tie a basic.return to it.
+// They are kept apart from the confirm ring, which holds only the refs:
+// a ring slot stays small however many publishes are outstanding.
+type returnable struct {
+	seq                  uint64
 	exchange, routingKey string
-	returnable           bool
 }
+
+// maxIdleReturnables is the largest returnables capacity kept once empty.
+const maxIdleReturnables = 256
 
 type channel struct {
 	id      uint16
@@ -88,11 +94,13 @@ type channel struct {
 
 	consumers map[string]consumer
 
-	confirming bool
-	confirms   Outstanding[published]
-	returns    []Message // confirm mode: returns waiting for their ack/nack (owned copies)
-	lastReturn uint64    // confirm mode: the publish the latest return was matched to
-	flowActive bool
+	confirming  bool
+	confirms    Outstanding[any] // confirm mode: the refs of the publishes awaiting a confirm
+	returnables []returnable     // confirm mode: the mandatory or immediate ones, in order, from retHead on
+	retHead     int
+	returns     []Message // confirm mode: returns waiting for their ack/nack (owned copies)
+	lastReturn  uint64    // confirm mode: the publish the latest return was matched to
+	flowActive  bool
 
 	// content being assembled
 	expect  int
@@ -146,7 +154,9 @@ func (c *Conn) OpenChannel() (uint16, error) {
 }
 
 // CloseChannel sends channel.close; EventChannelClosed (Err nil) follows
-// the broker's close-ok. Requests pending on the channel fail then.
+// the broker's close-ok. Requests pending on the channel fail then, each
+// with an EventReply whose Err is ErrClosed, reported just before it;
+// replies that arrive meanwhile are discarded.
 func (c *Conn) CloseChannel(id uint16, reply proto.Reply) error {
 	ch, err := c.usable(id)
 	if err != nil {
@@ -184,35 +194,38 @@ func (c *Conn) usable(id uint16) (*channel, error) {
 	return ch, nil
 }
 
-// Call sends method m on channel id. Synchronous requests are answered by
-// EventReply in the order they were sent (or fail with the channel's
-// EventChannelClosed); asynchronous methods (ack, nack, reject,
-// recover-async) and NoWait variants have no reply.
+// Call sends method m on channel id. A synchronous request (one whose
+// m.ExpectsReply() is true) gets a fresh token, which Call returns: the
+// EventReply that answers it carries the same Token, in the order the
+// requests were sent on the channel, or fails it (Err set) if the channel
+// or the connection closes first. Asynchronous methods (ack, nack,
+// reject, recover-async) and NoWait variants have no reply and no token:
+// Call returns 0 for them.
 //
 // Channel opening and closing, publishing and update-secret have their own
-// methods. Call refuses, without sending anything, any method a client
-// must not send, and requests on a channel that is not open. For
-// basic.consume with an empty ConsumerTag, Call generates a unique tag and
-// stores it in m.
-func (c *Conn) Call(id uint16, m frames.Method) error {
+// methods. Call refuses (returning 0 and an error, without sending
+// anything) any method a client must not send, and requests on a channel
+// that is not open. For basic.consume with an empty ConsumerTag, Call
+// generates a unique tag and stores it in m.
+func (c *Conn) Call(id uint16, m frames.Method) (Token, error) {
 	k := m.Key()
 	switch {
 	case id == 0 || k.ClassID() == frames.ClassConnection:
-		return fmt.Errorf("%w: %s on channel %d (use the Conn's own methods for the connection class)", ErrNotAllowed, k, id)
+		return 0, fmt.Errorf("%w: %s on channel %d (use the Conn's own methods for the connection class)", ErrNotAllowed, k, id)
 	case k == frames.MethodChannelOpen || k == frames.MethodChannelClose:
-		return fmt.Errorf("%w: use OpenChannel and CloseChannel for %s", ErrNotAllowed, k)
+		return 0, fmt.Errorf("%w: use OpenChannel and CloseChannel for %s", ErrNotAllowed, k)
 	case k == frames.MethodChannelCloseOK || k == frames.MethodChannelFlowOK || k == frames.MethodBasicCancelOK:
 		// Answers to the server's channel.close, channel.flow and
 		// basic.cancel: the machine sends them itself.
-		return fmt.Errorf("%w: %s is sent by the machine in answer to the server", ErrNotAllowed, k)
+		return 0, fmt.Errorf("%w: %s is sent by the machine in answer to the server", ErrNotAllowed, k)
 	case k.HasContent():
-		return fmt.Errorf("%w: use Publish for %s", ErrNotAllowed, k)
+		return 0, fmt.Errorf("%w: use Publish for %s", ErrNotAllowed, k)
 	case !k.SentByClient() || !k.Known():
-		return fmt.Errorf("%w: a client does not send %s", ErrNotAllowed, k)
+		return 0, fmt.Errorf("%w: a client does not send %s", ErrNotAllowed, k)
 	}
 	ch, err := c.usable(id)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	req := request{key: k}
 	switch m := m.(type) {
@@ -227,28 +240,29 @@ func (c *Conn) Call(id uint16, m frames.Method) error {
 			}
 		}
 		if _, dup := ch.consumers[m.ConsumerTag]; dup {
-			return fmt.Errorf("%w: %q", ErrConsumerTagInUse, m.ConsumerTag)
+			return 0, fmt.Errorf("%w: %q", ErrConsumerTagInUse, m.ConsumerTag)
 		}
 		if err := c.sendMethod(id, m); err != nil {
-			return err
+			return 0, err
 		}
 		if ch.consumers == nil {
 			ch.consumers = make(map[string]consumer)
 		}
 		ch.consumers[m.ConsumerTag] = consumer{noAck: m.NoAck}
+		c.consuming++
 	case *frames.BasicCancel:
 		if err := c.sendMethod(id, m); err != nil {
-			return err
+			return 0, err
 		}
 		if m.NoWait {
-			delete(ch.consumers, m.ConsumerTag)
+			c.removeConsumer(ch, m.ConsumerTag)
 		} else if cs, ok := ch.consumers[m.ConsumerTag]; ok {
 			cs.cancelling = true
 			ch.consumers[m.ConsumerTag] = cs
 		}
 	case *frames.ConfirmSelect:
 		if err := c.sendMethod(id, m); err != nil {
-			return err
+			return 0, err
 		}
 		// The broker numbers every publish that reaches it after
 		// confirm.select, so numbering starts now, not at select-ok.
@@ -256,24 +270,44 @@ func (c *Conn) Call(id uint16, m frames.Method) error {
 	case *frames.BasicGet:
 		req.noAck = m.NoAck
 		if err := c.sendMethod(id, m); err != nil {
-			return err
+			return 0, err
 		}
 	default:
 		if err := c.sendMethod(id, m); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	if m.ExpectsReply() {
-		ch.pending.push(req)
+	if !m.ExpectsReply() {
+		return 0, nil
 	}
-	return nil
+	req.token = c.newToken()
+	ch.pending.push(req)
+	return req.token, nil
 }
+
+// removeConsumer forgets consumer tag on ch, if it is registered.
+func (c *Conn) removeConsumer(ch *channel, tag string) {
+	if _, ok := ch.consumers[tag]; ok {
+		delete(ch.consumers, tag)
+		c.consuming--
+	}
+}
+
+// Consuming reports whether any channel has a consumer registered (from
+// the basic.consume request until its cancel completes, the broker
+// cancels it, or its channel ends): whether deliveries may arrive.
+func (c *Conn) Consuming() bool { return c.consuming > 0 }
 
 // Publish sends basic.publish with its content on channel id, the body
 // split into frames of at most frame_max bytes. In confirm mode it returns
 // the publish's sequence number (the delivery tag the broker's ack or nack
-// will carry); otherwise 0. Nothing is sent when it returns an error.
-func (c *Conn) Publish(id uint16, m *frames.BasicPublish, p *proto.Properties, body []byte) (uint64, error) {
+// will carry) and keeps ref, any value of the caller's (nil if unused), with
+// the publish until it is settled: the ref comes back in the Publishes of
+// the EventConfirm that settles it (or of the EventChannelClosed that
+// gives it up), and in Message.PublishRef of a basic.return of it.
+// Outside confirm mode it returns 0 and ref is not kept. A pointer ref
+// costs no allocation. Nothing is sent when it returns an error.
+func (c *Conn) Publish(id uint16, m *frames.BasicPublish, p *proto.Properties, body []byte, ref any) (uint64, error) {
 	ch, err := c.usable(id)
 	if err != nil {
 		return 0, err
@@ -291,11 +325,10 @@ func (c *Conn) Publish(id uint16, m *frames.BasicPublish, p *proto.Properties, b
 		return 0, nil
 	}
 	seq := ch.confirms.Next()
-	var pub published
+	ch.confirms.Push(seq, ref)
 	if m.Mandatory || m.Immediate {
-		pub = published{exchange: m.Exchange, routingKey: m.RoutingKey, returnable: true}
+		ch.returnables = append(ch.returnables, returnable{seq: seq, exchange: m.Exchange, routingKey: m.RoutingKey})
 	}
-	ch.confirms.Push(seq, pub)
 	return seq, nil
 }
 
@@ -387,18 +420,52 @@ func (c *Conn) closeAllChannels(err error) {
 	}
 }
 
-// channelGone reports that ch can no longer be used: pending requests
-// fail, waiting returns are delivered, unconfirmed publishes are counted.
+// channelGone reports that ch can no longer be used: waiting returns are
+// delivered, pending requests fail (a basic.get whose get-ok content was
+// being assembled first), and the unconfirmed publishes are listed.
 func (c *Conn) channelGone(ch *channel, err error) {
 	for _, r := range ch.returns {
 		c.events.push(Event{Kind: EventReturn, Channel: ch.id, Message: r})
 	}
 	ch.returns = nil
-	n := ch.confirms.Drain(nil)
-	ch.pending.reset()
+	if ch.expect != expectMethod && ch.kind == EventReply && !ch.skip {
+		c.failRequest(ch.id, ch.req, err) // its get-ok came, not all its content
+	}
+	c.failRequests(ch.id, &ch.pending, err)
+	ch.pending = requestFIFO{}
+	start := len(c.pubs)
+	c.settle(&ch.confirms, 0, false, true)
+	clear(ch.returnables)
+	ch.returnables, ch.retHead = nil, 0
+	c.consuming -= len(ch.consumers)
 	ch.consumers = nil
 	ch.expect = expectMethod
-	c.events.push(Event{Kind: EventChannelClosed, Channel: ch.id, Err: err, Unconfirmed: n})
+	ch.req, ch.msg = request{}, Message{}
+	pubs := c.publishesFrom(start)
+	c.events.push(Event{Kind: EventChannelClosed, Channel: ch.id, Err: err, Publishes: pubs, Unconfirmed: len(pubs)})
+}
+
+// settle resolves tag (with multiple, every publish up to it; with all,
+// every publish) in o, appending the publishes settled to the arena.
+func (c *Conn) settle(o *Outstanding[any], tag uint64, multiple, all bool) int {
+	// Room for every publish that may settle, at once: a multiple ack of
+	// many publishes grows the arena once, not step by step.
+	n := o.live
+	switch {
+	case all:
+	case o.n == 0 || tag < o.first:
+		n = 0
+	case !multiple:
+		n = 1
+	default:
+		n = int(min(uint64(o.live), tag-o.first+1))
+	}
+	c.pubs = slices.Grow(c.pubs, n)
+	add := func(seq uint64, ref any) { c.pubs = append(c.pubs, Published{Seq: seq, Ref: ref}) }
+	if all {
+		return o.Drain(add)
+	}
+	return o.Resolve(tag, multiple, add)
 }
 
 // release frees ch's id.
@@ -507,7 +574,7 @@ func (c *Conn) handleChannelMethod(ch *channel, m frames.Method, payload []byte)
 		c.handleConfirm(ch, m.Key(), m.DeliveryTag, m.Multiple, false)
 		return
 	case *frames.BasicCancel:
-		delete(ch.consumers, m.ConsumerTag)
+		c.removeConsumer(ch, m.ConsumerTag)
 		if !m.NoWait {
 			_ = c.sendMethod(ch.id, &frames.BasicCancelOK{ConsumerTag: m.ConsumerTag})
 		}
@@ -530,14 +597,14 @@ func (c *Conn) handleChannelMethod(ch *channel, m frames.Method, payload []byte)
 		c.beginContent(ch, EventReply, req, Message{DeliveryTag: m.DeliveryTag, Redelivered: m.Redelivered, Exchange: m.Exchange, RoutingKey: m.RoutingKey, MessageCount: m.MessageCount})
 		return
 	case *frames.BasicCancelOK:
-		delete(ch.consumers, m.ConsumerTag)
+		c.removeConsumer(ch, m.ConsumerTag)
 	}
 	owned, err := frames.DecodeMethod(ch.id, payload)
 	if err != nil { // cannot happen: it parsed once already
 		c.violationErr(err)
 		return
 	}
-	c.events.push(Event{Kind: EventReply, Channel: ch.id, Request: req.key, Method: owned})
+	c.events.push(Event{Kind: EventReply, Channel: ch.id, Token: req.token, Request: req.key, Method: owned})
 }
 
 func (c *Conn) beginContent(ch *channel, kind EventKind, req request, msg Message) {
@@ -593,6 +660,10 @@ func (c *Conn) refuseTooLarge(ch *channel) {
 		_ = c.sendMethod(ch.id, &frames.BasicReject{DeliveryTag: ch.msg.DeliveryTag, Requeue: false})
 	}
 	c.events.push(Event{Kind: EventMessageTooLarge, Channel: ch.id, Request: ch.req.key, Message: ch.msg})
+	if ch.kind == EventReply { // the basic.get's answer
+		c.events.push(Event{Kind: EventReply, Channel: ch.id, Token: ch.req.token, Request: ch.req.key, Message: ch.msg,
+			Err: fmt.Errorf("%w: get-ok of %d bytes on channel %d, limit %d", ErrMessageTooLarge, ch.msg.BodySize, ch.id, c.cfg.MaxMessageSize)})
+	}
 }
 
 func (c *Conn) handleBody(ch *channel, f frames.Frame) {
@@ -633,7 +704,7 @@ func (c *Conn) completeContent(ch *channel, body []byte) {
 		c.events.push(Event{Kind: EventDelivery, Channel: ch.id, Message: ch.msg})
 	case EventReply:
 		m := ch.msg
-		c.events.push(Event{Kind: EventReply, Channel: ch.id, Request: ch.req.key, Method: &frames.BasicGetOK{
+		c.events.push(Event{Kind: EventReply, Channel: ch.id, Token: ch.req.token, Request: ch.req.key, Method: &frames.BasicGetOK{
 			DeliveryTag: m.DeliveryTag, Redelivered: m.Redelivered, Exchange: m.Exchange, RoutingKey: m.RoutingKey, MessageCount: m.MessageCount,
 		}, Message: m})
 	case EventReturn:
@@ -651,9 +722,12 @@ func (c *Conn) completeContent(ch *channel, body []byte) {
 		_ = h.Parse(ch.id, buf[:len(ch.hdrBuf)])
 		owned.Properties = h.Properties
 		owned.Body = buf[len(ch.hdrBuf):]
-		owned.PublishSeq = ch.matchReturn(&owned)
+		owned.PublishSeq, owned.PublishRef = ch.matchReturn(&owned)
 		ch.returns = append(ch.returns, owned)
 	}
+	// Keep no view of the body: a single-frame body aliases the input
+	// buffer, which ReleaseInput may hand back to the caller.
+	ch.msg.Body = nil
 	if cap(ch.bodyBuf) > 1<<20 {
 		ch.bodyBuf = nil // the event keeps its body; do not keep a large buffer
 	}
@@ -671,14 +745,19 @@ func (c *Conn) handleConfirm(ch *channel, k frames.MethodKey, tag uint64, multip
 	if tag == 0 { // multiple with tag 0: everything outstanding
 		tag = ch.confirms.Next() - 1
 	}
-	if ch.confirms.Resolve(tag, multiple, nil) == 0 && !multiple {
+	start := len(c.pubs)
+	if c.settle(&ch.confirms, tag, multiple, false) == 0 && !multiple {
 		c.violation(proto.PreconditionFailed, k, "%s for delivery tag %d, which was already confirmed", k, tag)
 		return
 	}
-	if len(ch.returns) > 0 {
-		ch.releaseReturns(c, tag, multiple)
+	settled := c.publishesFrom(start)
+	if ch.retHead < len(ch.returnables) {
+		ch.pruneReturnables()
 	}
-	c.events.push(Event{Kind: EventConfirm, Channel: ch.id, DeliveryTag: tag, Multiple: multiple, Ack: ack})
+	if len(ch.returns) > 0 {
+		ch.releaseReturns(c, tag, multiple, settled)
+	}
+	c.events.push(Event{Kind: EventConfirm, Channel: ch.id, DeliveryTag: tag, Multiple: multiple, Ack: ack, Publishes: settled})
 }
 
 // matchReturn finds the publish a basic.return (in confirm mode) gives
@@ -687,26 +766,46 @@ func (c *Conn) handleConfirm(ch *channel, k frames.MethodKey, tag uint64, multip
 // RabbitMQ sends a publish's return while routing it, in publish order,
 // and always before its ack; but it coalesces acks, so other acks (single
 // or multiple) may come between a return and its own ack, and the next
-// confirm alone does not name the publish. 0 means no publish matches.
-func (ch *channel) matchReturn(r *Message) uint64 {
-	for seq := max(ch.lastReturn+1, ch.confirms.Next()-uint64(ch.confirms.n)); seq < ch.confirms.Next(); seq++ {
-		found := false
-		ch.confirms.Peek(seq, func(p published) {
-			found = p.returnable && p.exchange == r.Exchange && p.routingKey == r.RoutingKey
-		})
-		if found {
-			ch.lastReturn = seq
-			return seq
+// confirm alone does not name the publish. It returns the publish's
+// sequence number and ref; 0 means no publish matches.
+func (ch *channel) matchReturn(r *Message) (uint64, any) {
+	for _, p := range ch.returnables[ch.retHead:] {
+		if p.seq <= ch.lastReturn || p.exchange != r.Exchange || p.routingKey != r.RoutingKey {
+			continue
+		}
+		var ref any
+		if ch.confirms.Peek(p.seq, func(v any) { ref = v }) { // not confirmed yet
+			ch.lastReturn = p.seq
+			return p.seq, ref
 		}
 	}
-	return 0
+	return 0, nil
+}
+
+// pruneReturnables forgets the returnable publishes older than the oldest
+// unconfirmed publish (those settled out of order go once it passes them).
+func (ch *channel) pruneReturnables() {
+	oldest := ch.confirms.Next() - uint64(ch.confirms.n)
+	for ch.retHead < len(ch.returnables) && ch.returnables[ch.retHead].seq < oldest {
+		ch.returnables[ch.retHead] = returnable{}
+		ch.retHead++
+	}
+	if ch.retHead == len(ch.returnables) {
+		if cap(ch.returnables) > maxIdleReturnables {
+			ch.returnables = nil
+		} else {
+			ch.returnables = ch.returnables[:0]
+		}
+		ch.retHead = 0
+	}
 }
 
 // releaseReturns reports, just before a confirm of tag, the held returns
 // whose publish it settles, in arrival order. A return no publish matched
-// is released by the first confirm, the last of them named by tag unless
-// a matched return claims tag.
-func (ch *channel) releaseReturns(c *Conn, tag uint64, multiple bool) {
+// is released by the first confirm, the last of them named by tag (and
+// given its ref, if the confirm settled it: settled lists what it
+// settled) unless a matched return claims tag.
+func (ch *channel) releaseReturns(c *Conn, tag uint64, multiple bool, settled []Published) {
 	covered := func(seq uint64) bool { return seq != 0 && (seq == tag || multiple && seq < tag) }
 	lastUnknown, claimed := -1, false
 	for i, r := range ch.returns {
@@ -722,6 +821,9 @@ func (ch *channel) releaseReturns(c *Conn, tag uint64, multiple bool) {
 		case r.PublishSeq == 0:
 			if i == lastUnknown && !claimed {
 				r.PublishSeq = tag
+				if n := len(settled); n > 0 && settled[n-1].Seq == tag {
+					r.PublishRef = settled[n-1].Ref
+				}
 			}
 			c.events.push(Event{Kind: EventReturn, Channel: ch.id, Message: r})
 		case covered(r.PublishSeq):

@@ -95,9 +95,13 @@ func TestPipelinedRequests(t *testing.T) {
 		declare := &frames.QueueDeclare{Queue: "q", Durable: true, Arguments: proto.Table{{Name: "x-max-length", Value: proto.Int32(10)}}}
 		bind := &frames.QueueBind{Queue: "q", Exchange: "x", RoutingKey: "k"}
 		qos := &frames.BasicQos{PrefetchCount: 10}
-		require.NoError(tc.t, tc.conn.Call(id, declare))
-		require.NoError(tc.t, tc.conn.Call(id, bind))
-		require.NoError(tc.t, tc.conn.Call(id, qos))
+		var toks []Token
+		for _, m := range []frames.Method{declare, bind, qos} {
+			tok, err := tc.conn.Call(id, m)
+			require.NoError(tc.t, err)
+			tc.track(id, tok)
+			toks = append(toks, tok)
+		}
 		tc.wantMethod(id, &frames.ChannelOpen{})
 		tc.wantMethod(id, declare)
 		tc.wantMethod(id, bind)
@@ -107,9 +111,9 @@ func TestPipelinedRequests(t *testing.T) {
 
 		tc.writeMethod(id, &frames.ChannelOpenOK{})
 		tc.wantEvent(EventChannelOpen)
-		tc.reply(id, frames.MethodQueueDeclare, &frames.QueueDeclareOK{Queue: "q", MessageCount: 3, ConsumerCount: 1})
-		tc.reply(id, frames.MethodQueueBind, &frames.QueueBindOK{})
-		tc.reply(id, frames.MethodBasicQos, &frames.BasicQosOK{})
+		require.Equal(tc.t, toks[0], tc.reply(id, frames.MethodQueueDeclare, &frames.QueueDeclareOK{Queue: "q", MessageCount: 3, ConsumerCount: 1}).Token)
+		require.Equal(tc.t, toks[1], tc.reply(id, frames.MethodQueueBind, &frames.QueueBindOK{}).Token)
+		require.Equal(tc.t, toks[2], tc.reply(id, frames.MethodBasicQos, &frames.BasicQosOK{}).Token)
 		require.Zero(tc.t, tc.conn.channel(id).pending.len())
 		tc.wantIdle()
 	})
@@ -169,20 +173,23 @@ func TestRequestsOnUnusableChannel(t *testing.T) {
 
 	for _, id := range []uint16{2, 3, 999} { // closing, never opened, beyond any opened
 		t.Logf("channel %d", id)
-		err := tc.conn.Call(id, &frames.QueueDeclare{Queue: "q"})
+		tok, err := tc.conn.Call(id, &frames.QueueDeclare{Queue: "q"})
 		require.ErrorIs(t, err, ErrChannelNotOpen)
-		_, err = tc.conn.Publish(id, &frames.BasicPublish{RoutingKey: "q"}, nil, []byte("x"))
+		require.Zero(t, tok)
+		_, err = tc.conn.Publish(id, &frames.BasicPublish{RoutingKey: "q"}, nil, []byte("x"), nil)
 		require.ErrorIs(t, err, ErrChannelNotOpen)
 		require.ErrorIs(t, tc.conn.CloseChannel(id, proto.Reply{}), ErrChannelNotOpen)
 		tc.wantIdle()
 	}
-	require.ErrorContains(t, tc.conn.Call(2, &frames.BasicQos{}), "closing")
+	_, err := tc.conn.Call(2, &frames.BasicQos{})
+	require.ErrorContains(t, err, "closing")
 
 	// Abandoned after the close timeout: still refused.
 	tc.advance(DefaultCloseTimeout)
 	tc.wantEvent(EventChannelClosed)
 	require.Equal(t, ChannelAbandoned, tc.conn.ChannelState(2))
-	require.ErrorIs(t, tc.conn.Call(2, &frames.BasicQos{}), ErrChannelNotOpen)
+	_, err = tc.conn.Call(2, &frames.BasicQos{})
+	require.ErrorIs(t, err, ErrChannelNotOpen)
 	tc.wantIdle()
 }
 
@@ -220,8 +227,9 @@ func TestCallRefuses(t *testing.T) {
 	tc := newOpenConn(t, testConfig(), 0)
 	tc.openChannel(1)
 	for _, tt := range tests {
-		err := tc.conn.Call(tt.ch, tt.m)
+		tok, err := tc.conn.Call(tt.ch, tt.m)
 		require.ErrorIs(t, err, ErrNotAllowed, "%s on channel %d", tt.m.Key(), tt.ch)
+		require.Zero(t, tok)
 		tc.wantIdle()
 	}
 	require.Zero(t, tc.conn.channel(1).pending.len())
@@ -238,11 +246,14 @@ func TestServerChannelCloseWithPendingRequests(t *testing.T) {
 		tc.handshake()
 		tc.openChannel(1)
 		tc.openChannel(2)
-		tc.call(1, &frames.QueueDeclare{Queue: "missing", Passive: true})
-		tc.call(1, &frames.QueueBind{Queue: "missing", Exchange: "x"})
+		declare := tc.call(1, &frames.QueueDeclare{Queue: "missing", Passive: true})
+		bind := tc.call(1, &frames.QueueBind{Queue: "missing", Exchange: "x"})
 		text := "NOT_FOUND - no queue 'missing' in vhost '/'"
 		tc.writeMethod(1, &frames.ChannelClose{ReplyCode: 404, ReplyText: text, ClassID: 50, MethodID: 10})
 		tc.wantMethod(1, &frames.ChannelCloseOK{})
+		// The pending requests fail first, in order, with the channel's error.
+		tc.wantFailed(1, declare, frames.MethodQueueDeclare, proto.NotFound)
+		tc.wantFailed(1, bind, frames.MethodQueueBind, proto.NotFound)
 		e := tc.wantEvent(EventChannelClosed)
 		require.Equal(tc.t, uint16(1), e.Channel)
 		var ce *proto.ChannelError
@@ -252,9 +263,11 @@ func TestServerChannelCloseWithPendingRequests(t *testing.T) {
 		require.Equal(tc.t, proto.ByPeer, ce.Origin)
 		require.ErrorIs(tc.t, e.Err, proto.NotFound)
 		require.Zero(tc.t, e.Unconfirmed)
+		require.Empty(tc.t, e.Publishes)
 		tc.wantIdle()
 		require.Equal(tc.t, ChannelFree, tc.conn.ChannelState(1))
-		require.ErrorIs(tc.t, tc.conn.Call(1, &frames.BasicQos{}), ErrChannelNotOpen)
+		_, err := tc.conn.Call(1, &frames.BasicQos{})
+		require.ErrorIs(tc.t, err, ErrChannelNotOpen)
 
 		// The other channel is untouched; the id is reused and starts
 		// with no pending requests.
@@ -271,7 +284,7 @@ func TestClientCloseChannel(t *testing.T) {
 		tc.handshake()
 		tc.openChannel(1)
 		tc.consume(1, "c1", false)
-		tc.call(1, &frames.QueueDeclare{Queue: "q"})
+		declare := tc.call(1, &frames.QueueDeclare{Queue: "q"})
 		require.NoError(tc.t, tc.conn.CloseChannel(1, proto.Reply{Code: 200, Text: "bye"}))
 		tc.wantMethod(1, &frames.ChannelClose{ReplyCode: 200, ReplyText: "bye"})
 		require.Equal(tc.t, ChannelClosing, tc.conn.ChannelState(1))
@@ -283,6 +296,8 @@ func TestClientCloseChannel(t *testing.T) {
 		tc.wantIdle()
 		require.Equal(tc.t, StateOpen, tc.conn.State())
 		tc.writeMethod(1, &frames.ChannelCloseOK{})
+		// The request whose reply was discarded fails, cleanly closed.
+		tc.wantFailed(1, declare, frames.MethodQueueDeclare, ErrClosed)
 		e := tc.wantEvent(EventChannelClosed)
 		require.Equal(tc.t, uint16(1), e.Channel)
 		require.NoError(tc.t, e.Err)
@@ -393,14 +408,19 @@ func TestCommandEncodingErrors(t *testing.T) {
 	tc.openChannel(1)
 	publishConfirmMode(tc, 1, 1)
 
-	_, err := tc.conn.Publish(1, &frames.BasicPublish{Exchange: long}, nil, []byte("x"))
+	_, err := tc.conn.Publish(1, &frames.BasicPublish{Exchange: long}, nil, []byte("x"), nil)
 	require.Error(t, err)
-	_, err = tc.conn.Publish(1, &frames.BasicPublish{RoutingKey: "q"}, &proto.Properties{ContentType: long}, []byte("x"))
+	_, err = tc.conn.Publish(1, &frames.BasicPublish{RoutingKey: "q"}, &proto.Properties{ContentType: long}, []byte("x"), nil)
 	require.Error(t, err)
-	require.Error(t, tc.conn.Call(1, &frames.QueueDeclare{Queue: long}))
-	require.Error(t, tc.conn.Call(1, &frames.BasicConsume{Queue: long}))
-	require.Error(t, tc.conn.Call(1, &frames.BasicConsume{Queue: long, ConsumerTag: "c"}))
-	require.Error(t, tc.conn.UpdateSecret("s", long))
+	for _, m := range []frames.Method{&frames.QueueDeclare{Queue: long}, &frames.BasicConsume{Queue: long}, &frames.BasicConsume{Queue: long, ConsumerTag: "c"}} {
+		tok, err := tc.conn.Call(1, m)
+		require.Error(t, err)
+		require.Zero(t, tok)
+	}
+	tok, err := tc.conn.UpdateSecret("s", long)
+	require.Error(t, err)
+	require.Zero(t, tok)
+	require.False(t, tc.conn.Consuming())
 	tc.wantIdle()
 	require.Zero(t, tc.conn.channel(1).pending.len(), "no reply expected for what was not sent")
 	require.Empty(t, tc.conn.Consumers(1))

@@ -28,7 +28,13 @@ func publishConfirmMode(tc *testConn, ch uint16, n int) {
 // frames written.
 func publish(tc *testConn, ch uint16, wantSeq uint64, m *frames.BasicPublish, body []byte) {
 	tc.t.Helper()
-	seq, err := tc.conn.Publish(ch, m, nil, body)
+	publishRef(tc, ch, wantSeq, m, body, nil)
+}
+
+// publishRef is publish with a ref.
+func publishRef(tc *testConn, ch uint16, wantSeq uint64, m *frames.BasicPublish, body []byte, ref any) {
+	tc.t.Helper()
+	seq, err := tc.conn.Publish(ch, m, nil, body, ref)
 	require.NoError(tc.t, err)
 	require.Equal(tc.t, wantSeq, seq, "publish sequence number")
 	tc.wantContent(ch, m, nil, body)
@@ -38,7 +44,7 @@ func TestConfirmsPipelinedSelect(t *testing.T) {
 	testAllModes(t, testConfig(), func(tc *testConn) {
 		tc.handshake()
 		tc.openChannel(1)
-		seq, err := tc.conn.Publish(1, &frames.BasicPublish{RoutingKey: "q"}, nil, []byte("before"))
+		seq, err := tc.conn.Publish(1, &frames.BasicPublish{RoutingKey: "q"}, nil, []byte("before"), nil)
 		require.NoError(tc.t, err)
 		require.Zero(tc.t, seq, "no sequence number outside confirm mode")
 		tc.wantContent(1, &frames.BasicPublish{RoutingKey: "q"}, nil, []byte("before"))
@@ -59,18 +65,23 @@ func TestConfirmsPipelinedSelect(t *testing.T) {
 			tag         uint64
 			multiple    bool
 			ack         bool
+			settled     []uint64
 			unconfirmed int
 		}{
-			{&frames.BasicAck{DeliveryTag: 1}, 1, false, true, 5},
-			{&frames.BasicAck{DeliveryTag: 3, Multiple: true}, 3, true, true, 3},
-			{&frames.BasicNack{DeliveryTag: 5}, 5, false, false, 2}, // out of order
-			{&frames.BasicAck{DeliveryTag: 4}, 4, false, true, 1},
-			{&frames.BasicNack{DeliveryTag: 6, Multiple: true, Requeue: true}, 6, true, false, 0},
+			{&frames.BasicAck{DeliveryTag: 1}, 1, false, true, []uint64{1}, 5},
+			{&frames.BasicAck{DeliveryTag: 3, Multiple: true}, 3, true, true, []uint64{2, 3}, 3},
+			{&frames.BasicNack{DeliveryTag: 5}, 5, false, false, []uint64{5}, 2}, // out of order
+			{&frames.BasicAck{DeliveryTag: 4}, 4, false, true, []uint64{4}, 1},
+			{&frames.BasicNack{DeliveryTag: 6, Multiple: true, Requeue: true}, 6, true, false, []uint64{6}, 0},
 		}
 		for _, s := range steps {
 			tc.writeMethod(1, s.m)
 			e := tc.wantEvent(EventConfirm)
-			require.Equal(tc.t, Event{Kind: EventConfirm, Channel: 1, DeliveryTag: s.tag, Multiple: s.multiple, Ack: s.ack}, e)
+			var pubs []Published
+			for _, seq := range s.settled {
+				pubs = append(pubs, Published{Seq: seq})
+			}
+			require.Equal(tc.t, Event{Kind: EventConfirm, Channel: 1, DeliveryTag: s.tag, Multiple: s.multiple, Ack: s.ack, Publishes: pubs}, e)
 			require.Equal(tc.t, s.unconfirmed, tc.conn.Unconfirmed(1))
 		}
 		tc.wantIdle()
@@ -135,15 +146,18 @@ func TestConfirmReturnMultipleAck(t *testing.T) {
 	tc := newOpenConn(t, testConfig(), 0)
 	tc.openChannel(1)
 	publishConfirmMode(tc, 1, 2)
-	publish(tc, 1, 3, &frames.BasicPublish{RoutingKey: "nowhere", Mandatory: true}, []byte("lost"))
+	lost := new(string)
+	publishRef(tc, 1, 3, &frames.BasicPublish{RoutingKey: "nowhere", Mandatory: true}, []byte("lost"), lost)
 	tc.writeContent(1, &frames.BasicReturn{ReplyCode: 312, ReplyText: "NO_ROUTE", RoutingKey: "nowhere"}, nil, []byte("lost"))
 	tc.wantIdle()
 	tc.writeMethod(1, &frames.BasicAck{DeliveryTag: 3, Multiple: true})
 	ret := tc.wantEvent(EventReturn)
 	require.Equal(t, uint64(3), ret.Message.PublishSeq)
+	require.Same(t, lost, ret.Message.PublishRef)
 	require.Equal(t, []byte("lost"), ret.Message.Body)
 	e := tc.wantEvent(EventConfirm)
-	require.Equal(t, Event{Kind: EventConfirm, Channel: 1, DeliveryTag: 3, Multiple: true, Ack: true}, e)
+	require.Equal(t, Event{Kind: EventConfirm, Channel: 1, DeliveryTag: 3, Multiple: true, Ack: true,
+		Publishes: []Published{{Seq: 1}, {Seq: 2}, {Seq: 3, Ref: lost}}}, e)
 	require.Zero(t, tc.conn.Unconfirmed(1))
 	tc.wantIdle()
 }

@@ -48,6 +48,7 @@ var (
 	ErrNoFreeChannel    = errors.New("amqp: no free channel id")
 	ErrConsumerTagInUse = errors.New("amqp: consumer tag already in use on this channel")
 	ErrNotAllowed       = errors.New("amqp: method not allowed here")
+	ErrMessageTooLarge  = errors.New("amqp: message larger than MaxMessageSize")
 )
 
 // Tuning holds the values negotiated in connection.tune / tune-ok.
@@ -71,8 +72,23 @@ type Tuning struct {
 //  5. arm a timer for Deadline (a time in the past means "call
 //     HandleTimeout now").
 //
-// Events and their byte slices stay valid until the next Feed, NextEvent
-// or HandleTimeout call. A Conn is not safe for concurrent use.
+// Events, their byte slices and their Publishes stay valid until the next
+// Feed, Adopt, NextEvent or HandleTimeout call. A Conn is not safe for
+// concurrent use.
+//
+// # Buffers
+//
+// An idle connection need not hold read or write buffers. A driver that
+// takes them from a pool when data arrives reads like this: when HasInput
+// is false, it reads into a buffer of its own and hands it over with
+// Adopt(buf[:n]), which keeps the buffer instead of copying; when
+// HasInput is true (a partial frame is buffered), it reads into
+// ReadBuffer's space and calls Received, so the frame completes in place.
+// Once NextEvent has returned EventNone, ReleaseInput gives the input
+// buffer back (nil while a partial frame is buffered). On the write side,
+// once AppendOutbound has taken every pending byte, ReleaseOutbound hands
+// the machine's emptied outbound buffer over; the next command that sends
+// something allocates another.
 type Conn struct {
 	cfg   Config
 	state State
@@ -87,6 +103,7 @@ type Conn struct {
 	parser frames.Parser
 	hdr    frames.ContentHeader
 	events eventQueue
+	pubs   []Published // arena of the events' Publishes; see resetPublished
 
 	auth        Authenticator
 	serverProps proto.Table
@@ -100,8 +117,10 @@ type Conn struct {
 		nack   frames.BasicNack
 		reject frames.BasicReject
 	}
-	conn0  requestFIFO
-	tagSeq uint64
+	conn0     requestFIFO
+	tagSeq    uint64
+	tokenSeq  Token // the last token handed out
+	consuming int   // consumers registered, over all channels
 
 	// timers
 	now           time.Time
@@ -169,6 +188,8 @@ func (c *Conn) Start(now time.Time) {
 
 // Feed hands the machine bytes read from the peer, in any split. It copies
 // them; p may be reused at once. Frames are parsed as NextEvent is called.
+// Like Adopt, ReadBuffer and NextEvent, it invalidates the slices of
+// earlier events.
 func (c *Conn) Feed(p []byte) error {
 	if err := c.feedable(); err != nil || len(p) == 0 {
 		return err
@@ -180,6 +201,74 @@ func (c *Conn) Feed(p []byte) error {
 	c.compact()
 	c.in = append(c.in, p...)
 	return nil
+}
+
+// Adopt is Feed for bytes just read into p, without the copy when it can
+// be avoided: when the machine holds no unparsed input (HasInput is
+// false), it keeps p's backing array as its input buffer; otherwise it
+// appends p to the bytes it holds. Either way the caller gives p up: it
+// must not touch p's array again, unless ReleaseInput hands it back. The
+// errors are Feed's.
+func (c *Conn) Adopt(p []byte) error {
+	if err := c.feedable(); err != nil || len(p) == 0 {
+		return err
+	}
+	c.recvSinceTick = true
+	if c.broken {
+		return nil
+	}
+	c.compact()
+	if len(c.in) == 0 {
+		c.in = p
+		return nil
+	}
+	c.in = append(c.in, p...)
+	return nil
+}
+
+// HasInput reports whether unparsed input is buffered: the start of a
+// frame whose rest has not arrived yet (or, before NextEvent has parsed
+// them, whole frames). A driver then reads into ReadBuffer, so that the
+// frame completes in the machine's buffer, rather than into a fresh buffer
+// for Adopt.
+func (c *Conn) HasInput() bool { return c.unparsed() > 0 }
+
+// unparsed returns how many buffered input bytes are still to be parsed.
+func (c *Conn) unparsed() int {
+	if c.broken || c.state == StateNew || c.state == StateClosed {
+		return 0 // never to be parsed
+	}
+	return len(c.in) - c.inOff
+}
+
+// ReleaseInput hands the machine's input buffer to the caller, emptied
+// (length 0), and forgets it, when the machine holds no unparsed input;
+// otherwise (HasInput is true) it returns nil and keeps it. It also
+// returns nil when the machine has no input buffer. Call it only once
+// NextEvent has returned EventNone: the slices of earlier events may
+// point into the buffer, and become invalid. The next Feed, ReadBuffer or
+// Adopt starts a new buffer.
+func (c *Conn) ReleaseInput() []byte {
+	if c.unparsed() > 0 || c.in == nil {
+		return nil
+	}
+	b := c.in[:0]
+	c.in, c.inOff = nil, 0
+	return b
+}
+
+// ReleaseOutbound hands the machine's outbound buffer to the caller, empty
+// (length 0), and forgets it, when no outbound bytes are pending: the
+// next command that sends something allocates a new one. It returns nil
+// when bytes are pending (write them first) or the machine has no
+// outbound buffer.
+func (c *Conn) ReleaseOutbound() []byte {
+	if len(c.out) > 0 || c.out == nil {
+		return nil
+	}
+	b := c.out
+	c.out = nil
+	return b
 }
 
 // ReadBuffer is Feed without the copy, for a caller that reads from its
@@ -267,8 +356,12 @@ func (c *Conn) handleEOF() {
 }
 
 // NextEvent returns the next event, or one of kind EventNone when there is
-// nothing more to report until more input, a command or a timeout.
+// nothing more to report until more input, a command or a timeout. The
+// slices of the events it returned before become invalid.
 func (c *Conn) NextEvent() Event {
+	if c.events.empty() {
+		c.resetPublished()
+	}
 	for {
 		if e := c.events.pop(); e != nil {
 			return *e
@@ -282,6 +375,33 @@ func (c *Conn) NextEvent() Event {
 		c.eof = false
 		c.handleEOF()
 	}
+}
+
+// resetPublished empties the arena that the Publishes of events point
+// into. Only when no event is queued: a queued event's Publishes must stay
+// as they are until it has been returned and the caller has moved on. A
+// burst's large arena is dropped rather than kept by an idle connection,
+// and the refs are cleared so that the caller's values can be collected.
+func (c *Conn) resetPublished() {
+	if len(c.pubs) == 0 {
+		return
+	}
+	if cap(c.pubs) > maxIdlePublishes {
+		c.pubs = nil
+		return
+	}
+	clear(c.pubs)
+	c.pubs = c.pubs[:0]
+}
+
+// publishesFrom returns the arena's entries from start on, capped so that
+// an append by the caller cannot overwrite a later event's entries; nil
+// when there are none.
+func (c *Conn) publishesFrom(start int) []Published {
+	if start == len(c.pubs) {
+		return nil
+	}
+	return c.pubs[start:len(c.pubs):len(c.pubs)]
 }
 
 // AppendOutbound appends every pending outbound byte to dst and returns
@@ -448,6 +568,7 @@ func (c *Conn) step() bool {
 	f, n, err := frames.ReadFrame(c.in[c.inOff:], c.readMax)
 	if err != nil {
 		c.broken = true
+		c.in, c.inOff = c.in[:0], 0 // never to be parsed
 		if errors.Is(err, frames.ErrProtocolMismatch) {
 			// The server answered our protocol header with its own and
 			// will close: there is no AMQP connection to close politely.
@@ -534,8 +655,37 @@ func (c *Conn) finish(err error) {
 	c.err = err
 	c.hbNext, c.closeAt, c.handshakeAt = time.Time{}, time.Time{}, time.Time{}
 	c.armClose = false
-	c.conn0.reset()
+	c.failRequests(0, &c.conn0, err)
 	c.events.push(Event{Kind: EventClosed, Err: err})
+}
+
+// failRequests reports every request pending in q (on channel id) failed
+// with err, or ErrClosed for a clean close, in request order, and empties
+// q.
+func (c *Conn) failRequests(id uint16, q *requestFIFO, err error) {
+	for _, r := range q.buf[q.head:] {
+		c.failRequest(id, r, err)
+	}
+	q.reset()
+}
+
+// failRequest reports request r (on channel id) failed with err, or
+// ErrClosed for a clean close. A request without a token (channel.open)
+// is not reported: EventChannelClosed says it all.
+func (c *Conn) failRequest(id uint16, r request, err error) {
+	if r.token == 0 {
+		return
+	}
+	if err == nil {
+		err = ErrClosed
+	}
+	c.events.push(Event{Kind: EventReply, Channel: id, Token: r.token, Request: r.key, Err: err})
+}
+
+// newToken returns a token never handed out before.
+func (c *Conn) newToken() Token {
+	c.tokenSeq++
+	return c.tokenSeq
 }
 
 // Close starts a clean client-initiated close: connection.close goes out,
@@ -643,7 +793,7 @@ func (c *Conn) handleConnFrame(f frames.Frame) {
 		case *frames.ConnectionUpdateSecretOK:
 			if req, ok := c.conn0.front(); ok && frames.AcceptsReply(req.key, m.Key()) {
 				c.conn0.pop()
-				c.events.push(Event{Kind: EventReply, Request: req.key, Method: &frames.ConnectionUpdateSecretOK{}})
+				c.events.push(Event{Kind: EventReply, Token: req.token, Request: req.key, Method: &frames.ConnectionUpdateSecretOK{}})
 				return
 			}
 		}
@@ -745,17 +895,21 @@ func (c *Conn) handleTune(m *frames.ConnectionTune) {
 }
 
 // UpdateSecret sends connection.update-secret (for example a refreshed
-// OAuth 2 token); EventReply with connection.update-secret-ok follows.
-func (c *Conn) UpdateSecret(secret, reason string) error {
+// OAuth 2 token) and returns the request's token: an EventReply on
+// channel 0 with that Token follows, with connection.update-secret-ok, or
+// failed (Err set) if the connection closes first. It returns 0 with an
+// error, sending nothing, when the connection is not open.
+func (c *Conn) UpdateSecret(secret, reason string) (Token, error) {
 	if c.state != StateOpen {
-		return c.notOpen()
+		return 0, c.notOpen()
 	}
 	m := &frames.ConnectionUpdateSecret{NewSecret: secret, Reason: reason}
 	if err := c.sendMethod(0, m); err != nil {
-		return err
+		return 0, err
 	}
-	c.conn0.push(request{key: m.Key()})
-	return nil
+	tok := c.newToken()
+	c.conn0.push(request{key: m.Key(), token: tok})
+	return tok, nil
 }
 
 func (c *Conn) notOpen() error {

@@ -218,18 +218,27 @@ func TestMaxMessageSize(t *testing.T) {
 		e = tc.wantEvent(EventDelivery)
 		require.Equal(tc.t, big[:100], e.Message.Body)
 
-		// get-ok: rejected unless no-ack.
-		tc.call(1, &frames.BasicGet{Queue: "q"})
+		// get-ok: rejected unless no-ack; the basic.get fails.
+		get := tc.call(1, &frames.BasicGet{Queue: "q"})
 		tc.writeContent(1, &frames.BasicGetOK{DeliveryTag: 4, MessageCount: 2}, nil, big)
 		tc.wantMethod(1, &frames.BasicReject{DeliveryTag: 4})
 		e = tc.wantEvent(EventMessageTooLarge)
 		require.Equal(tc.t, frames.MethodBasicGet, e.Request)
 		require.Equal(tc.t, uint64(4), e.Message.DeliveryTag)
 		require.Equal(tc.t, uint32(2), e.Message.MessageCount)
-		tc.call(1, &frames.BasicGet{Queue: "q", NoAck: true})
+		r := tc.wantEvent(EventReply)
+		require.Equal(tc.t, get, r.Token)
+		require.Equal(tc.t, frames.MethodBasicGet, r.Request)
+		require.Nil(tc.t, r.Method)
+		require.ErrorIs(tc.t, r.Err, ErrMessageTooLarge)
+		require.Equal(tc.t, e.Message, r.Message)
+		get = tc.call(1, &frames.BasicGet{Queue: "q", NoAck: true})
 		tc.writeContent(1, &frames.BasicGetOK{DeliveryTag: 5}, nil, big)
 		e = tc.wantEvent(EventMessageTooLarge)
 		require.Equal(tc.t, frames.MethodBasicGet, e.Request)
+		r = tc.wantEvent(EventReply)
+		require.Equal(tc.t, get, r.Token)
+		require.ErrorIs(tc.t, r.Err, ErrMessageTooLarge)
 		tc.wantIdle()
 
 		// A return is never rejected.
@@ -291,7 +300,9 @@ func TestConsumerTags(t *testing.T) {
 	seen := map[string]bool{}
 	for _, ch := range []uint16{1, 1, 2, 1} {
 		m := &frames.BasicConsume{Queue: "q"}
-		require.NoError(t, tc.conn.Call(ch, m))
+		tok, err := tc.conn.Call(ch, m)
+		require.NoError(t, err)
+		tc.track(ch, tok)
 		require.NotEmpty(t, m.ConsumerTag, "a tag is generated and stored in m")
 		require.False(t, seen[m.ConsumerTag], "tag %q generated twice", m.ConsumerTag)
 		seen[m.ConsumerTag] = true
@@ -300,8 +311,9 @@ func TestConsumerTags(t *testing.T) {
 	// A tag in use is refused, writing nothing.
 	tags := tc.conn.Consumers(1)
 	require.Len(t, tags, 3)
-	err := tc.conn.Call(1, &frames.BasicConsume{Queue: "q", ConsumerTag: tags[0]})
+	tok, err := tc.conn.Call(1, &frames.BasicConsume{Queue: "q", ConsumerTag: tags[0]})
 	require.ErrorIs(t, err, ErrConsumerTagInUse)
+	require.Zero(t, tok)
 	tc.wantIdle()
 	// The same tag on another channel is fine.
 	tc.call(2, &frames.BasicConsume{Queue: "q", ConsumerTag: tags[0]})
@@ -312,12 +324,14 @@ func TestGeneratedConsumerTagAvoidsUserTags(t *testing.T) {
 	tc.openChannel(1)
 	// The user happens to pick the tag the machine would generate next.
 	probe := &frames.BasicConsume{Queue: "q"}
-	require.NoError(t, tc.conn.Call(1, probe))
+	_, err := tc.conn.Call(1, probe)
+	require.NoError(t, err)
 	tc.wantMethod(1, probe)
 	next := strings.TrimSuffix(probe.ConsumerTag, "1") + "2"
 	tc.call(1, &frames.BasicConsume{Queue: "q", ConsumerTag: next})
 	m := &frames.BasicConsume{Queue: "q"}
-	require.NoError(t, tc.conn.Call(1, m), "a generated tag must not collide")
+	_, err = tc.conn.Call(1, m)
+	require.NoError(t, err, "a generated tag must not collide")
 	require.NotEqual(t, next, m.ConsumerTag)
 	require.NotEqual(t, probe.ConsumerTag, m.ConsumerTag)
 	tc.wantMethod(1, m)

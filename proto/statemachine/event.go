@@ -17,18 +17,32 @@ const (
 	EventConnected
 	// EventChannelOpen: Channel is open (channel.open-ok).
 	EventChannelOpen
-	// EventReply: a synchronous request on Channel was answered. Request
-	// is the request's key and Method the reply (a new value the caller
-	// may keep). For basic.get-ok, Message also holds the content.
+	// EventReply: a synchronous request on Channel (0 for
+	// update-secret) was answered. Token is the token Call or
+	// UpdateSecret returned for it and Request the request's key. Method
+	// is the reply (a new value the caller may keep), or nil with Err set
+	// when the request failed because its channel or the connection
+	// closed first; such failures are reported, in request order, just
+	// before the channel's EventChannelClosed (or, for update-secret,
+	// the connection's EventClosed). For basic.get-ok, Message also holds
+	// the content; a get-ok whose message is over Config.MaxMessageSize
+	// fails the basic.get with an Err wrapping ErrMessageTooLarge (Method
+	// nil, Message holding the get-ok's fields), just after its
+	// EventMessageTooLarge.
 	EventReply
 	// EventDelivery: a basic.deliver with its content in Message.
 	EventDelivery
 	// EventReturn: a basic.return with its content in Message. In confirm
-	// mode Message.PublishSeq names the publish that came back (it is
-	// reported just before that publish's EventConfirm).
+	// mode Message.PublishSeq and Message.PublishRef name the publish
+	// that came back (it is reported just before that publish's
+	// EventConfirm).
 	EventReturn
 	// EventConfirm: a basic.ack (Ack true) or basic.nack from the broker
-	// in confirm mode, with DeliveryTag and Multiple as sent.
+	// in confirm mode, with DeliveryTag and Multiple as sent (a multiple
+	// with tag 0 is reported with the last tag published). Publishes
+	// lists the publishes it settles, in sequence order: the one named by
+	// DeliveryTag, or for a multiple every publish up to DeliveryTag not
+	// settled before.
 	EventConfirm
 	// EventConsumerCancelled: the broker cancelled ConsumerTag (for
 	// example, its queue was deleted).
@@ -43,15 +57,20 @@ const (
 	// EventMessageTooLarge: a message on Channel announced more than
 	// Config.MaxMessageSize bytes; Message holds its method fields (and
 	// Message.BodySize), and the body was skipped. A delivery or get-ok
-	// that needs an ack was rejected without requeue.
+	// that needs an ack was rejected without requeue. For a get-ok,
+	// Request is basic.get, and an EventReply failing the basic.get
+	// follows.
 	EventMessageTooLarge
 	// EventChannelClosed: Channel is closed (Err is nil after our own
-	// clean close). Every request pending on it failed with Err, and
-	// Unconfirmed publishes were never confirmed: treat them as not
-	// delivered. The channel id may be reused by a later OpenChannel.
+	// clean close). Every request pending on it was failed by an
+	// EventReply reported just before. Publishes lists, in sequence
+	// order, the publishes that will never be confirmed (Unconfirmed is
+	// their number): treat them as not delivered. The channel id may be
+	// reused by a later OpenChannel.
 	EventChannelClosed
 	// EventClosed: the connection is closed; Err says why (nil after our
-	// own clean close). Every channel was reported closed before it.
+	// own clean close). Every channel was reported closed before it, and
+	// every pending update-secret failed by an EventReply.
 	EventClosed
 )
 
@@ -92,8 +111,8 @@ func (k EventKind) String() string {
 
 // Message is the content of a delivery, return or get-ok and the fields of
 // the method that carried it. Properties and Body alias the machine's
-// buffers: they are valid until the next Feed, NextEvent or HandleTimeout
-// call. Copy what you keep.
+// buffers: they are valid until the next Feed, Adopt, NextEvent or
+// HandleTimeout call. Copy what you keep.
 type Message struct {
 	ConsumerTag  string          // deliver
 	DeliveryTag  uint64          // deliver, get-ok
@@ -104,20 +123,23 @@ type Message struct {
 	ReplyCode    proto.ReplyCode // return
 	ReplyText    string          // return
 	PublishSeq   uint64          // return in confirm mode: the returned publish (0: unknown)
+	PublishRef   any             // return in confirm mode: the ref given to Publish for PublishSeq
 	BodySize     uint64          // as announced by the content header
 	Properties   proto.PropertiesView
 	Body         []byte
 }
 
 // Event is one thing that happened, returned by Conn.NextEvent. Kind says
-// which fields are set (see the EventKind constants). Byte slices alias the
-// machine's buffers until the next Feed, NextEvent or HandleTimeout call.
+// which fields are set (see the EventKind constants). Byte slices and
+// Publishes alias the machine's buffers until the next Feed, Adopt,
+// NextEvent or HandleTimeout call: copy what you keep.
 type Event struct {
 	Kind    EventKind
 	Channel uint16
 
+	Token   Token            // EventReply: the request answered
 	Request frames.MethodKey // EventReply: the request answered
-	Method  frames.Method    // EventReply: the reply (owned by the caller)
+	Method  frames.Method    // EventReply: the reply (owned by the caller); nil when the request failed
 
 	Message Message // EventDelivery, EventReturn, EventMessageTooLarge, get-ok replies
 
@@ -129,8 +151,27 @@ type Event struct {
 	Active      bool   // EventFlow
 	Reason      string // EventBlocked
 
-	Unconfirmed int   // EventChannelClosed: publishes that will never be confirmed
-	Err         error // EventChannelClosed, EventClosed
+	// Publishes: for EventConfirm the publishes settled, for
+	// EventChannelClosed those never to be confirmed; in sequence order.
+	// Valid until the next Feed, Adopt, NextEvent or HandleTimeout call.
+	Publishes   []Published
+	Unconfirmed int   // EventChannelClosed: len(Publishes)
+	Err         error // EventChannelClosed, EventClosed, failed EventReply
+}
+
+// Token identifies one synchronous request on a Conn, as returned by
+// Conn.Call and Conn.UpdateSecret. Tokens are unique for the Conn's life
+// and never 0; 0 stands for "no request" (a method without a reply). Every
+// token is answered by exactly one EventReply with the same Token: the
+// reply, or the request's failure when its channel or the connection
+// closed first.
+type Token uint64
+
+// Published is one publish made in confirm mode: its sequence number
+// (the delivery tag of its confirm) and the ref passed to Conn.Publish.
+type Published struct {
+	Seq uint64
+	Ref any
 }
 
 // eventQueue is a FIFO of events whose backing array is reused.
@@ -141,19 +182,34 @@ type eventQueue struct {
 
 func (q *eventQueue) push(e Event) { q.buf = append(q.buf, e) }
 
+// maxIdleEvents is the largest event queue capacity kept once drained: a
+// burst's larger array is dropped, so that an idle connection stays small.
+const maxIdleEvents = 64
+
+func (q *eventQueue) empty() bool { return q.head == len(q.buf) }
+
 // pop returns the oldest event, or nil when there is none. The pointer is
 // valid until the next push: copy the event out at once. NextEvent copies
-// it once, into its result; returning the 520-byte Event by value with an
-// ok flag cost a sixth of a delivery's instructions in extra copies (see
-// bench/README.md).
+// it once, into its result; returning the Event of several hundred bytes
+// by value with an ok flag cost a sixth of a delivery's instructions in
+// extra copies (see bench/README.md).
 func (q *eventQueue) pop() *Event {
 	if q.head == len(q.buf) {
 		if q.head != 0 {
-			clear(q.buf) // drop references to methods and errors
-			q.buf, q.head = q.buf[:0], 0
+			if cap(q.buf) > maxIdleEvents {
+				q.buf = nil
+			} else {
+				clear(q.buf) // drop references to methods, errors and refs
+				q.buf = q.buf[:0]
+			}
+			q.head = 0
 		}
 		return nil
 	}
 	q.head++
 	return &q.buf[q.head-1]
 }
+
+// maxIdlePublishes is the largest Published arena kept between events;
+// see Conn.resetPublished.
+const maxIdlePublishes = 4096

@@ -44,11 +44,14 @@ func Example_eventLoop() {
 	c.Start(time.Now())
 
 	var (
-		out   []byte
-		buf   = make([]byte, 64<<10)
-		ch    uint16
-		queue = fmt.Sprintf("warren.example.%d", time.Now().UnixNano())
-		done  bool
+		out     []byte
+		buf     = make([]byte, 64<<10)
+		ch      uint16
+		queue   = fmt.Sprintf("warren.example.%d", time.Now().UnixNano())
+		done    bool
+		declare statemachine.Token // the queue.declare's token
+		get     statemachine.Token // the basic.get's token
+		note    = "hello"          // the publish's ref
 	)
 	for !done {
 		// Drain events and react to them.
@@ -56,19 +59,23 @@ func Example_eventLoop() {
 			switch e.Kind {
 			case statemachine.EventConnected:
 				ch, _ = c.OpenChannel()
-				_ = c.Call(ch, &frames.ConfirmSelect{})
-				_ = c.Call(ch, &frames.QueueDeclare{Queue: queue, AutoDelete: true})
-				_, _ = c.Publish(ch, &frames.BasicPublish{RoutingKey: queue}, &proto.Properties{ContentType: "text/plain"}, []byte("hello, sans-IO"))
+				_, _ = c.Call(ch, &frames.ConfirmSelect{})
+				declare, _ = c.Call(ch, &frames.QueueDeclare{Queue: queue, AutoDelete: true})
+				_, _ = c.Publish(ch, &frames.BasicPublish{RoutingKey: queue}, &proto.Properties{ContentType: "text/plain"}, []byte("hello, sans-IO"), &note)
 			case statemachine.EventChannelOpen:
 				fmt.Println("channel open")
 			case statemachine.EventConfirm:
-				fmt.Printf("publish %d acked: %v\n", e.DeliveryTag, e.Ack)
-				_ = c.Call(ch, &frames.BasicGet{Queue: queue, NoAck: true})
+				for _, p := range e.Publishes {
+					fmt.Printf("publish %d (%s) acked: %v\n", p.Seq, *p.Ref.(*string), e.Ack)
+				}
+				get, _ = c.Call(ch, &frames.BasicGet{Queue: queue, NoAck: true})
 			case statemachine.EventReply:
-				switch e.Request {
-				case frames.MethodQueueDeclare:
+				switch {
+				case e.Err != nil:
+					fmt.Println(e.Request, "failed:", e.Err)
+				case e.Token == declare:
 					fmt.Println("queue declared")
-				case frames.MethodBasicGet:
+				case e.Token == get:
 					fmt.Printf("got %q (%s)\n", e.Message.Body, e.Message.Properties.ContentType)
 					_ = c.Close(proto.Reply{Text: "bye"})
 				}
@@ -109,7 +116,7 @@ func Example_eventLoop() {
 	// Output:
 	// channel open
 	// queue declared
-	// publish 1 acked: true
+	// publish 1 (hello) acked: true
 	// got "hello, sans-IO" (text/plain)
 	// closed, error: <nil>
 }

@@ -381,7 +381,8 @@ func TestNewConnErrors(t *testing.T) {
 	require.ErrorIs(t, c.Feed([]byte{1}), ErrNotStarted)
 	_, err = c.OpenChannel()
 	require.ErrorIs(t, err, ErrNotOpen)
-	require.ErrorIs(t, c.Call(1, &frames.BasicQos{}), ErrNotOpen)
+	_, err = c.Call(1, &frames.BasicQos{})
+	require.ErrorIs(t, err, ErrNotOpen)
 	c.FeedEOF() // ignored before Start
 	require.Equal(t, EventNone, c.NextEvent().Kind)
 	require.NoError(t, c.Close(proto.Reply{}))

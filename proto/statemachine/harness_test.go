@@ -9,9 +9,16 @@ package statemachine
 // it drains NextEvent (keeping owned copies of every event) and
 // AppendOutbound, and it calls HandleTimeout whenever Deadline has passed on
 // the simulated clock. Every server byte stream can be fed whole, one byte
-// at a time, or in random splits (h11's approach); testAllModes runs a
-// scenario in the three modes and checks that the machine reported the same
-// events.
+// at a time, or in random splits (h11's approach), or in random splits
+// handed over as a pooling driver does (Adopt, ReadBuffer and Received,
+// ReleaseInput and ReleaseOutbound, with every released buffer scribbled
+// over and reused); testAllModes runs a scenario in every mode and checks
+// that the machine reported the same events.
+//
+// It also checks the request tokens: the requests made through call (or
+// registered with track) must be answered by EventReply in request order
+// per channel, each token exactly once, and all of them by the time the
+// connection reports EventClosed.
 
 import (
 	"bytes"
@@ -37,12 +44,13 @@ const (
 	feedWhole  feedMode = iota // every write in one Feed call
 	feedBytes                  // one byte per Feed call
 	feedRandom                 // random splits
+	feedAdopt                  // random splits, through Adopt or ReadBuffer, buffers released and reused
 )
 
-var feedModes = []feedMode{feedWhole, feedBytes, feedRandom}
+var feedModes = []feedMode{feedWhole, feedBytes, feedRandom, feedAdopt}
 
 func (m feedMode) String() string {
-	return [...]string{"whole", "bytes", "random"}[m]
+	return [...]string{"whole", "bytes", "random", "adopt"}[m]
 }
 
 // testStart is the simulated clock's epoch.
@@ -61,6 +69,15 @@ type testConn struct {
 	events []Event // owned copies of events not yet consumed by wantEvent
 	log    []Event // owned copies of every event reported, in order
 	feeds  int     // Feed calls made
+
+	tokens   map[uint16][]Token // tracked requests awaiting their EventReply, per channel, oldest first
+	issued   []Token            // every tracked token
+	answered map[Token]int      // EventReply count per token
+
+	pool     [][]byte // feedAdopt: released input buffers, reused by later reads
+	adopted  int      // feedAdopt: reads handed over with Adopt
+	received int      // feedAdopt: reads into ReadBuffer
+	released int      // feedAdopt: input buffers ReleaseInput gave back
 }
 
 type testConnOption func(*testConn)
@@ -88,7 +105,8 @@ func newTestConn(t testing.TB, cfg Config, opts ...testConnOption) *testConn {
 	h := fnv.New64a()
 	h.Write([]byte(t.Name()))
 	seed := h.Sum64()
-	tc := &testConn{t: t, conn: c, cfg: cfg, now: testStart, rng: rand.New(rand.NewPCG(seed, 1))}
+	tc := &testConn{t: t, conn: c, cfg: cfg, now: testStart, rng: rand.New(rand.NewPCG(seed, 1)),
+		tokens: map[uint16][]Token{}, answered: map[Token]int{}}
 	for _, o := range opts {
 		o(tc)
 	}
@@ -117,12 +135,23 @@ func (tc *testConn) pump() {
 				break
 			}
 			e = cloneEvent(e)
+			tc.checkToken(e)
 			tc.events = append(tc.events, e)
 			tc.log = append(tc.log, e)
+		}
+		if tc.mode == feedAdopt {
+			tc.releaseInput()
 		}
 		tc.out = tc.conn.AppendOutbound(tc.out)
 		if n := tc.conn.OutboundLen(); n != 0 {
 			tc.t.Fatalf("AppendOutbound left %d bytes behind", n)
+		}
+		if tc.mode == feedAdopt {
+			if b := tc.conn.ReleaseOutbound(); b != nil {
+				require.Empty(tc.t, b, "ReleaseOutbound returned pending bytes")
+				scribble(b)
+			}
+			require.Nil(tc.t, tc.conn.ReleaseOutbound(), "the outbound buffer released twice")
 		}
 		dl := tc.conn.Deadline()
 		if dl.IsZero() || dl.After(tc.now) {
@@ -132,9 +161,99 @@ func (tc *testConn) pump() {
 	}
 }
 
-// cloneEvent copies the byte slices an event borrows from the machine.
+// checkToken checks an event against the tracked requests: a reply must
+// answer the oldest tracked request of its channel, once; EventClosed
+// comes after every tracked request was answered.
+func (tc *testConn) checkToken(e Event) {
+	tc.t.Helper()
+	switch e.Kind {
+	case EventReply:
+		require.NotZero(tc.t, e.Token, "EventReply without a token: %+v", e)
+		tc.answered[e.Token]++
+		require.Equal(tc.t, 1, tc.answered[e.Token], "token %d answered twice", e.Token)
+		if e.Method == nil {
+			require.Error(tc.t, e.Err, "EventReply with neither a method nor an error")
+		} else if e.Err == nil {
+			require.True(tc.t, frames.AcceptsReply(e.Request, e.Method.Key()), "%s answers %s", e.Method.Key(), e.Request)
+		}
+		if toks := tc.tokens[e.Channel]; len(toks) > 0 {
+			require.Equal(tc.t, toks[0], e.Token, "reply on channel %d to %s answers the wrong request", e.Channel, e.Request)
+			tc.tokens[e.Channel] = toks[1:]
+		}
+	case EventChannelClosed:
+		require.Empty(tc.t, tc.tokens[e.Channel], "channel %d closed with requests unanswered", e.Channel)
+		require.Len(tc.t, e.Publishes, e.Unconfirmed)
+	case EventClosed:
+		for _, tok := range tc.issued {
+			require.Equal(tc.t, 1, tc.answered[tok], "token %d not answered before EventClosed", tok)
+		}
+	}
+}
+
+// track registers the token of a request made on channel ch outside call.
+func (tc *testConn) track(ch uint16, tok Token) {
+	tc.t.Helper()
+	require.NotZero(tc.t, tok, "a request without a token")
+	for _, t := range tc.issued {
+		require.NotEqual(tc.t, t, tok, "token %d handed out twice", tok)
+	}
+	tc.tokens[ch] = append(tc.tokens[ch], tok)
+	tc.issued = append(tc.issued, tok)
+}
+
+// releaseInput does what a pooling driver does once the events are
+// drained: it takes the machine's input buffer back unless a partial
+// frame is buffered, scribbles over it (so that any view the machine kept
+// into it shows) and pools it for the next read.
+func (tc *testConn) releaseInput() {
+	tc.t.Helper()
+	had := tc.conn.HasInput()
+	b := tc.conn.ReleaseInput()
+	if had {
+		require.Nil(tc.t, b, "ReleaseInput gave back a buffer holding unparsed input")
+		return
+	}
+	if b == nil {
+		return
+	}
+	require.Empty(tc.t, b, "ReleaseInput gave back a non-empty buffer")
+	require.Nil(tc.t, tc.conn.ReleaseInput(), "the input buffer released twice")
+	scribble(b)
+	tc.pool = append(tc.pool, b)
+	tc.released++
+}
+
+// scribble overwrites a released buffer's whole capacity.
+func scribble(b []byte) {
+	b = b[:cap(b)]
+	for i := range b {
+		b[i] = 0x5A
+	}
+}
+
+// adopt hands chunk to the machine as a pooling driver does: into a pooled
+// buffer and Adopt when no partial frame is buffered, else into
+// ReadBuffer and Received.
+func (tc *testConn) adopt(chunk []byte) error {
+	if tc.conn.HasInput() {
+		tc.received++
+		buf := tc.conn.ReadBuffer(len(chunk))
+		require.GreaterOrEqual(tc.t, len(buf), len(chunk))
+		return tc.conn.Received(copy(buf, chunk))
+	}
+	tc.adopted++
+	var buf []byte
+	if n := len(tc.pool); n > 0 {
+		buf, tc.pool = tc.pool[n-1], tc.pool[:n-1]
+	}
+	return tc.conn.Adopt(append(buf[:0], chunk...))
+}
+
+// cloneEvent copies the byte slices and Publishes an event borrows from
+// the machine.
 func cloneEvent(e Event) Event {
 	e.Message = cloneMessage(e.Message)
+	e.Publishes = slices.Clone(e.Publishes)
 	return e
 }
 
@@ -162,7 +281,7 @@ func (tc *testConn) split(b []byte) [][]byte {
 			chunks[i] = b[i : i+1]
 		}
 		return chunks
-	case feedRandom:
+	case feedRandom, feedAdopt:
 		var chunks [][]byte
 		for len(b) > 0 {
 			n := 1 + tc.rng.IntN(min(len(b), 64))
@@ -181,6 +300,14 @@ func (tc *testConn) split(b []byte) [][]byte {
 func (tc *testConn) writeRaw(b []byte) {
 	tc.t.Helper()
 	for _, chunk := range tc.split(b) {
+		if tc.mode == feedAdopt {
+			if err := tc.adopt(chunk); err != nil {
+				tc.t.Fatalf("Adopt or Received: %v", err)
+			}
+			tc.feeds++
+			tc.pump()
+			continue
+		}
 		// Feed copies: make sure it does by handing it a scratch copy
 		// that is overwritten right after.
 		scratch := bytes.Clone(chunk)
@@ -383,11 +510,12 @@ func (tc *testConn) wantIdle() {
 }
 
 // wantClosed asserts that the connection reported EventClosed (after the
-// channels' EventChannelClosed, which it skips) and returns its error.
+// channels' EventChannelClosed and the failed requests' EventReply, which
+// it skips) and returns its error.
 func (tc *testConn) wantClosed() error {
 	tc.t.Helper()
 	tc.pump()
-	for len(tc.events) > 0 && tc.events[0].Kind == EventChannelClosed {
+	for len(tc.events) > 0 && (tc.events[0].Kind == EventChannelClosed || tc.events[0].Kind == EventReply && tc.events[0].Method == nil) {
 		tc.events = tc.events[1:]
 	}
 	e := tc.wantEvent(EventClosed)
@@ -521,11 +649,19 @@ func (tc *testConn) openChannel(want uint16) {
 	require.Equal(tc.t, ChannelOpen, tc.conn.ChannelState(id))
 }
 
-// call sends m on ch and asserts that exactly m was written.
-func (tc *testConn) call(ch uint16, m frames.Method) {
+// call sends m on ch, asserts that exactly m was written and that a
+// request got a token (and anything else none), and returns the token.
+func (tc *testConn) call(ch uint16, m frames.Method) Token {
 	tc.t.Helper()
-	require.NoError(tc.t, tc.conn.Call(ch, m))
+	tok, err := tc.conn.Call(ch, m)
+	require.NoError(tc.t, err)
+	if m.ExpectsReply() {
+		tc.track(ch, tok)
+	} else {
+		require.Zero(tc.t, tok, "%s has no reply, but got a token", m.Key())
+	}
 	tc.wantMethod(ch, m)
+	return tok
 }
 
 // reply feeds the server's reply and asserts the EventReply it causes.
@@ -536,7 +672,17 @@ func (tc *testConn) reply(ch uint16, request frames.MethodKey, m frames.Method) 
 	require.Equal(tc.t, ch, e.Channel)
 	require.Equal(tc.t, request, e.Request, "reply to %s, want to %s", e.Request, request)
 	require.Equal(tc.t, m, e.Method)
+	require.NoError(tc.t, e.Err)
 	return e
+}
+
+// wantFailed asserts that the next event fails request tok (a request of
+// kind key on channel ch) with an error matching target.
+func (tc *testConn) wantFailed(ch uint16, tok Token, key frames.MethodKey, target error) {
+	tc.t.Helper()
+	e := tc.wantEvent(EventReply)
+	require.Equal(tc.t, Event{Kind: EventReply, Channel: ch, Token: tok, Request: key, Err: e.Err, Message: e.Message}, e, "want request %d (%s) failed", tok, key)
+	require.ErrorIs(tc.t, e.Err, target)
 }
 
 // consume starts consumer tag on ch and completes it.
@@ -589,7 +735,7 @@ func TestHarnessFeedModes(t *testing.T) {
 			require.Len(t, chunks, 1)
 		case feedBytes:
 			require.Len(t, chunks, len(b))
-		case feedRandom:
+		case feedRandom, feedAdopt:
 			require.Greater(t, len(chunks), 1)
 			require.Less(t, len(chunks), len(b))
 		}

@@ -57,7 +57,7 @@ func TestHeartbeatSent(t *testing.T) {
 		tc.writeHeartbeat()
 		// A publish only, no method: it counts too.
 		tc.hbStep(time.Second) // t=11
-		seq, err := tc.conn.Publish(1, &frames.BasicPublish{RoutingKey: "q"}, nil, []byte("y"))
+		seq, err := tc.conn.Publish(1, &frames.BasicPublish{RoutingKey: "q"}, nil, []byte("y"), nil)
 		require.NoError(tc.t, err)
 		require.Zero(tc.t, seq)
 		tc.wantContent(1, &frames.BasicPublish{RoutingKey: "q"}, nil, []byte("y"))

@@ -95,25 +95,31 @@ func TestServerCancelCrossesClientCancel(t *testing.T) {
 func TestUpdateSecret(t *testing.T) {
 	testAllModes(t, testConfig(), func(tc *testConn) {
 		tc.handshake()
-		require.NoError(tc.t, tc.conn.UpdateSecret("new-token", "refresh"))
+		tok, err := tc.conn.UpdateSecret("new-token", "refresh")
+		require.NoError(tc.t, err)
+		tc.track(0, tok)
 		tc.wantMethod(0, &frames.ConnectionUpdateSecret{NewSecret: "new-token", Reason: "refresh"})
 		tc.wantIdle()
 		tc.writeMethod(0, &frames.ConnectionUpdateSecretOK{})
 		e := tc.wantEvent(EventReply)
-		require.Equal(tc.t, Event{Kind: EventReply, Channel: 0, Request: frames.MethodConnectionUpdateSecret, Method: &frames.ConnectionUpdateSecretOK{}}, e)
+		require.Equal(tc.t, Event{Kind: EventReply, Channel: 0, Token: tok, Request: frames.MethodConnectionUpdateSecret, Method: &frames.ConnectionUpdateSecretOK{}}, e)
 		tc.wantIdle()
 	})
 }
 
 func TestUpdateSecretNotOpen(t *testing.T) {
 	tc := newTestConn(t, testConfig())
-	require.ErrorIs(t, tc.conn.UpdateSecret("s", "r"), ErrNotOpen)
+	tok, err := tc.conn.UpdateSecret("s", "r")
+	require.ErrorIs(t, err, ErrNotOpen)
+	require.Zero(t, tok)
 	tc.wantIdle()
 }
 
 func TestUpdateSecretUnanswered(t *testing.T) {
 	tc := newOpenConn(t, testConfig(), 0)
-	require.NoError(t, tc.conn.UpdateSecret("s", "r"))
+	tok, err := tc.conn.UpdateSecret("s", "r")
+	require.NoError(t, err)
+	tc.track(0, tok)
 	tc.readMethod(0)
 	tc.writeMethod(0, &frames.ConnectionUpdateSecretOK{})
 	tc.wantEvent(EventReply)

@@ -63,7 +63,8 @@ func TestTraceAndFormattingHideThePassword(t *testing.T) {
 	cfg.Trace = func(dir Direction, ch uint16, frame string) { trace = append(trace, dir.String()+" "+frame) }
 	tc := newTestConn(t, cfg)
 	tc.handshake()
-	require.NoError(t, tc.conn.UpdateSecret("Sup3rSecret", "rotation"))
+	_, err := tc.conn.UpdateSecret("Sup3rSecret", "rotation")
+	require.NoError(t, err)
 	tc.pump()
 	all := strings.Join(trace, "\n")
 	require.Contains(t, all, "connection.start-ok")

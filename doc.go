@@ -1,0 +1,66 @@
+// Package warren is an AMQP 0-9-1 client for RabbitMQ and other brokers:
+// connections, channels, publishing with confirms, consumers, topology,
+// and every RabbitMQ extension (publisher confirms with nacks, consumer
+// cancel notifications, exchange-to-exchange bindings, connection.blocked,
+// update-secret).
+//
+//	conn, err := warren.Dial(ctx, "amqp://guest:guest@localhost:5672/")
+//	ch, err := conn.Channel(ctx)
+//	err = ch.ConfirmSelect(ctx)
+//	cf, err := ch.PublishWithConfirm(ctx, "", "orders", warren.Publishing{Body: body})
+//	acked, err := cf.Wait(ctx)
+//
+// # Layers
+//
+// The package is the top of three layers, each depending only on those
+// below it:
+//
+//   - warren: Connection, Channel, Consumer, Confirmation and the
+//     application's side of the protocol (what it waits for, what it
+//     declared, its listeners). It holds no socket and does not know which
+//     goroutine reads or writes.
+//   - internal/driver: owns the net.Conn, the protocol core, the reader
+//     and writer goroutines, the clock and the buffers; its package
+//     documentation explains who reads and writes, and when that changes
+//     hands.
+//   - proto/statemachine: the sans-IO protocol core (bytes in, events and
+//     bytes out, time passed in), usable on its own in any event loop.
+//
+// # Calls that wait
+//
+// Every call that can block takes a context.Context first and returns when
+// it ends, also while the broker blocks the connection, stops reading or
+// never answers. A context bounds the wait, not the broker's operation: a
+// request whose caller gave up is still answered, and its reply consumed,
+// in order. All of them wait in the driver's one wait (driver.Await),
+// which on a quiet connection lets the waiting goroutine read its answer
+// itself instead of being woken for it.
+//
+// # Channels and their incarnations
+//
+// A Channel survives channel errors: the next call after one reopens it
+// and replays its confirm mode, QoS and transaction mode. The broker
+// numbers deliveries and publishes from 1 on every opening; the Channel
+// adds the earlier incarnations' counts, so Delivery.DeliveryTag and
+// Confirmation.Seq never repeat on a Channel, and acknowledging a delivery
+// from a closed incarnation returns ErrStaleDelivery without sending
+// anything (the broker redelivers the message).
+//
+// # Notifications
+//
+// Connection.NotifyClose, Connection.NotifyBlocked, Channel.NotifyClose,
+// Channel.NotifyReturn and Channel.NotifyConfirm register Go channels.
+// Every notification is delivered, in order, and none ever makes the
+// connection wait: when the channel has no room, notifications are held
+// for it (blocked/unblocked ones fold into the latest state) until the
+// application receives them. Close notifications carry the same error as
+// Err, so errors.Is(err, ErrConnectionLost) and errors.As into a
+// *ConnectionError work on them.
+//
+// # Consumers
+//
+// Deliveries arrive on a bounded Go channel (Consumer.Deliveries), or, with
+// ConsumeOptions.Handler, through a function called on the reader
+// goroutine. A full consumer buffer pushes back on the broker through TCP
+// rather than growing memory or dropping a message.
+package warren
