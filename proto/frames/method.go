@@ -89,13 +89,69 @@ func (in *Interner) add(b []byte) string {
 	return s
 }
 
-// Parser decodes method payloads into structs it reuses, one per method, so
-// that steady-state decoding does not allocate. The zero value is ready to
-// use. A Parser is not safe for concurrent use.
+// Parser decodes method payloads. The methods a broker sends in streams
+// (deliveries, confirms, returns, basic.get answers, consumer cancels,
+// channel.flow) are decoded into structs it reuses, so that steady-state
+// decoding does not allocate; the others, which come once in a while, into
+// new ones, so that a quiet connection does not keep a struct for every
+// method. The zero value is ready to use. A Parser is not safe for
+// concurrent use.
 type Parser struct {
-	cache   methodCache
+	hot     *hotMethods // made on the first streamed method
 	r       wire.Reader // reused: a Reader passed to parseArgs, an interface method, escapes to the heap
 	Strings Interner    // interns the short strings of decoded methods
+}
+
+// hotMethods holds the structs Parser reuses.
+type hotMethods struct {
+	deliver  BasicDeliver
+	ack      BasicAck
+	nack     BasicNack
+	ret      BasicReturn
+	getOK    BasicGetOK
+	getEmpty BasicGetEmpty
+	cancel   BasicCancel
+	flow     ChannelFlow
+}
+
+// method returns the struct to decode method k into.
+func (p *Parser) method(k MethodKey) Method {
+	switch k {
+	case MethodBasicDeliver, MethodBasicAck, MethodBasicNack, MethodBasicReturn,
+		MethodBasicGetOK, MethodBasicGetEmpty, MethodBasicCancel, MethodChannelFlow:
+	default:
+		return NewMethod(k)
+	}
+	if p.hot == nil {
+		p.hot = new(hotMethods)
+	}
+	h := p.hot
+	switch k {
+	case MethodBasicDeliver:
+		h.deliver = BasicDeliver{}
+		return &h.deliver
+	case MethodBasicAck:
+		h.ack = BasicAck{}
+		return &h.ack
+	case MethodBasicNack:
+		h.nack = BasicNack{}
+		return &h.nack
+	case MethodBasicReturn:
+		h.ret = BasicReturn{}
+		return &h.ret
+	case MethodBasicGetOK:
+		h.getOK = BasicGetOK{}
+		return &h.getOK
+	case MethodBasicGetEmpty:
+		h.getEmpty = BasicGetEmpty{}
+		return &h.getEmpty
+	case MethodBasicCancel:
+		h.cancel = BasicCancel{}
+		return &h.cancel
+	default:
+		h.flow = ChannelFlow{}
+		return &h.flow
+	}
 }
 
 // ParseMethod decodes a method frame's payload. The returned Method points
@@ -103,7 +159,7 @@ type Parser struct {
 // tables are owned values that stay valid. ch is used only to label errors.
 func (p *Parser) ParseMethod(ch uint16, payload []byte) (Method, error) {
 	p.r = wire.NewReader(payload)
-	m, err := parseMethod(ch, &p.r, p.cache.get, &p.Strings)
+	m, err := parseMethod(ch, &p.r, p.method, &p.Strings)
 	p.r = wire.Reader{} // do not keep the caller's buffer reachable
 	return m, err
 }

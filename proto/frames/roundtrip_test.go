@@ -314,29 +314,37 @@ func TestTableRoundTrip(t *testing.T) {
 // not leave anything of the first one behind.
 func TestParserReuse(t *testing.T) {
 	var p Parser
-	first, err := AppendMethodArgs(nil, &QueueDeclare{Queue: "a", Durable: true, Arguments: proto.Table{{Name: "k", Value: proto.Int32(1)}}})
+	first, err := AppendMethodArgs(nil, &BasicDeliver{ConsumerTag: "a", DeliveryTag: 1, Exchange: "x", RoutingKey: "k"})
 	require.NoError(t, err)
-	second, err := AppendMethodArgs(nil, &QueueDeclare{Queue: "b"})
+	second, err := AppendMethodArgs(nil, &BasicDeliver{ConsumerTag: "b", DeliveryTag: 2})
 	require.NoError(t, err)
 
 	m1, err := p.ParseMethod(1, first)
 	require.NoError(t, err)
-	args := m1.(*QueueDeclare).Arguments
-	name := m1.(*QueueDeclare).Queue
+	tag := m1.(*BasicDeliver).ConsumerTag
 	m2, err := p.ParseMethod(1, second)
 	require.NoError(t, err)
-	require.Equal(t, &QueueDeclare{Queue: "b"}, m2)
-	require.Same(t, m1, m2, "the Parser reuses its struct")
-	// Strings and tables handed out before stay valid.
-	require.Equal(t, "a", name)
-	require.Equal(t, proto.Table{{Name: "k", Value: proto.Int32(1)}}, args)
+	require.Equal(t, &BasicDeliver{ConsumerTag: "b", DeliveryTag: 2}, m2)
+	require.Same(t, m1, m2, "the Parser reuses its struct for a streamed method")
+	// Strings handed out before stay valid.
+	require.Equal(t, "a", tag)
 
 	// A failed parse does not break the next one.
 	_, err = p.ParseMethod(1, first[:len(first)-1])
 	require.Error(t, err)
 	m3, err := p.ParseMethod(1, first)
 	require.NoError(t, err)
-	require.Equal(t, "a", m3.(*QueueDeclare).Queue)
+	require.Equal(t, "a", m3.(*BasicDeliver).ConsumerTag)
+
+	// Other methods get a struct of their own, and keep their tables.
+	declare, err := AppendMethodArgs(nil, &QueueDeclare{Queue: "a", Durable: true, Arguments: proto.Table{{Name: "k", Value: proto.Int32(1)}}})
+	require.NoError(t, err)
+	q1, err := p.ParseMethod(1, declare)
+	require.NoError(t, err)
+	q2, err := p.ParseMethod(1, declare)
+	require.NoError(t, err)
+	require.NotSame(t, q1, q2)
+	require.Equal(t, proto.Table{{Name: "k", Value: proto.Int32(1)}}, q1.(*QueueDeclare).Arguments)
 
 	// DecodeMethod returns a new struct every time.
 	d1, err := DecodeMethod(1, first)

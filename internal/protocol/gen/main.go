@@ -227,28 +227,6 @@ func generate(classes []*protocol.Class) ([]byte, error) {
 	g.p("}")
 	g.p("")
 
-	g.p("// methodCache holds one reusable struct per method, so that Parser")
-	g.p("// decodes without allocating.")
-	g.p("type methodCache struct {")
-	for _, c := range classes {
-		for _, m := range c.Methods {
-			g.p("\t%s %s", lowerFirst(structName(c, m)), structName(c, m))
-		}
-	}
-	g.p("}")
-	g.p("")
-	g.p("func (c *methodCache) get(k MethodKey) Method {")
-	g.p("\tswitch k {")
-	for _, c := range classes {
-		for _, m := range c.Methods {
-			n := lowerFirst(structName(c, m))
-			g.p("\tcase %s:\n\t\tc.%s = %s{}\n\t\treturn &c.%s", keyName(c, m), n, structName(c, m), n)
-		}
-	}
-	g.p("\t}")
-	g.p("\treturn nil")
-	g.p("}")
-
 	return format.Source(g.Bytes())
 }
 
