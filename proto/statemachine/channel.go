@@ -102,13 +102,21 @@ type channel struct {
 	lastReturn  uint64    // confirm mode: the publish the latest return was matched to
 	flowActive  bool
 
-	// content being assembled
-	expect  int
+	expect int      // content sub-state
+	asm    *content // the message being assembled; nil until the first, and after Trim
+}
+
+// content is a channel's message in assembly (method, header, body
+// frames). It is made on the channel's first content method and dropped
+// by Trim while the channel is between messages, so that a quiet channel
+// does not keep it.
+type content struct {
 	kind    EventKind
 	req     request
 	msg     Message
 	remain  uint64
 	skip    bool
+	hdr     frames.ContentHeader
 	hdrBuf  []byte // copy of the content header payload (its view must outlive compaction)
 	bodyBuf []byte // assembly of multi-frame bodies
 }
@@ -428,8 +436,8 @@ func (c *Conn) channelGone(ch *channel, err error) {
 		c.events.push(Event{Kind: EventReturn, Channel: ch.id, Message: r})
 	}
 	ch.returns = nil
-	if ch.expect != expectMethod && ch.kind == EventReply && !ch.skip {
-		c.failRequest(ch.id, ch.req, err) // its get-ok came, not all its content
+	if a := ch.asm; ch.expect != expectMethod && a.kind == EventReply && !a.skip {
+		c.failRequest(ch.id, a.req, err) // its get-ok came, not all its content
 	}
 	c.failRequests(ch.id, &ch.pending, err)
 	ch.pending = requestFIFO{}
@@ -440,7 +448,7 @@ func (c *Conn) channelGone(ch *channel, err error) {
 	c.consuming -= len(ch.consumers)
 	ch.consumers = nil
 	ch.expect = expectMethod
-	ch.req, ch.msg = request{}, Message{}
+	ch.asm = nil
 	pubs := c.publishesFrom(start)
 	c.events.push(Event{Kind: EventChannelClosed, Channel: ch.id, Err: err, Publishes: pubs, Unconfirmed: len(pubs)})
 }
@@ -609,33 +617,38 @@ func (c *Conn) handleChannelMethod(ch *channel, m frames.Method, payload []byte)
 
 func (c *Conn) beginContent(ch *channel, kind EventKind, req request, msg Message) {
 	ch.expect = expectHeader
-	ch.kind, ch.req, ch.msg = kind, req, msg
-	ch.skip = false
+	if ch.asm == nil {
+		ch.asm = new(content)
+	}
+	a := ch.asm
+	a.kind, a.req, a.msg = kind, req, msg
+	a.skip = false
 }
 
 func (c *Conn) handleHeader(ch *channel, f frames.Frame) {
+	a := ch.asm
 	if ch.expect != expectHeader {
 		c.violation(proto.UnexpectedFrame, 0, "content header on channel %d without a content method", ch.id)
 		return
 	}
 	// The header's view must survive until the body completes, possibly
 	// after more Feed calls compact the input: keep a copy (reused).
-	ch.hdrBuf = append(ch.hdrBuf[:0], f.Payload...)
-	if err := c.hdr.Parse(ch.id, ch.hdrBuf); err != nil {
+	a.hdrBuf = append(a.hdrBuf[:0], f.Payload...)
+	if err := a.hdr.Parse(ch.id, a.hdrBuf); err != nil {
 		c.violationErr(err)
 		return
 	}
 	if c.cfg.Trace != nil {
-		c.trace(Received, ch.id, fmt.Sprintf("content-header body-size=%d flags=0x%04x", c.hdr.BodySize, uint16(c.hdr.Properties.Flags)))
+		c.trace(Received, ch.id, fmt.Sprintf("content-header body-size=%d flags=0x%04x", a.hdr.BodySize, uint16(a.hdr.Properties.Flags)))
 	}
-	ch.msg.Properties = c.hdr.Properties
-	ch.msg.BodySize = c.hdr.BodySize
-	ch.remain = c.hdr.BodySize
-	ch.bodyBuf = ch.bodyBuf[:0]
-	if c.hdr.BodySize > c.cfg.MaxMessageSize {
+	a.msg.Properties = a.hdr.Properties
+	a.msg.BodySize = a.hdr.BodySize
+	a.remain = a.hdr.BodySize
+	a.bodyBuf = a.bodyBuf[:0]
+	if a.hdr.BodySize > c.cfg.MaxMessageSize {
 		c.refuseTooLarge(ch)
 	}
-	if ch.remain == 0 {
+	if a.remain == 0 {
 		c.completeContent(ch, nil)
 		return
 	}
@@ -646,90 +659,93 @@ func (c *Conn) handleHeader(ch *channel, f frames.Frame) {
 // dropped as they come, and a message that awaits an ack is rejected
 // without requeue so that the broker does not redeliver it forever.
 func (c *Conn) refuseTooLarge(ch *channel) {
-	ch.skip = true
-	ch.msg.Properties = proto.PropertiesView{}
+	a := ch.asm
+	a.skip = true
+	a.msg.Properties = proto.PropertiesView{}
 	needsAck := false
-	switch ch.kind {
+	switch a.kind {
 	case EventDelivery:
-		cs, known := ch.consumers[ch.msg.ConsumerTag]
+		cs, known := ch.consumers[a.msg.ConsumerTag]
 		needsAck = !known || !cs.noAck
 	case EventReply:
-		needsAck = !ch.req.noAck
+		needsAck = !a.req.noAck
 	}
 	if needsAck {
-		_ = c.sendMethod(ch.id, &frames.BasicReject{DeliveryTag: ch.msg.DeliveryTag, Requeue: false})
+		_ = c.sendMethod(ch.id, &frames.BasicReject{DeliveryTag: a.msg.DeliveryTag, Requeue: false})
 	}
-	c.events.push(Event{Kind: EventMessageTooLarge, Channel: ch.id, Request: ch.req.key, Message: ch.msg})
-	if ch.kind == EventReply { // the basic.get's answer
-		c.events.push(Event{Kind: EventReply, Channel: ch.id, Token: ch.req.token, Request: ch.req.key, Message: ch.msg,
-			Err: fmt.Errorf("%w: get-ok of %d bytes on channel %d, limit %d", ErrMessageTooLarge, ch.msg.BodySize, ch.id, c.cfg.MaxMessageSize)})
+	c.events.push(Event{Kind: EventMessageTooLarge, Channel: ch.id, Request: a.req.key, Message: a.msg})
+	if a.kind == EventReply { // the basic.get's answer
+		c.events.push(Event{Kind: EventReply, Channel: ch.id, Token: a.req.token, Request: a.req.key, Message: a.msg,
+			Err: fmt.Errorf("%w: get-ok of %d bytes on channel %d, limit %d", ErrMessageTooLarge, a.msg.BodySize, ch.id, c.cfg.MaxMessageSize)})
 	}
 }
 
 func (c *Conn) handleBody(ch *channel, f frames.Frame) {
+	a := ch.asm
 	if ch.expect != expectBody {
 		c.violation(proto.UnexpectedFrame, 0, "body frame on channel %d without a content header", ch.id)
 		return
 	}
 	n := uint64(len(f.Payload))
-	if n > ch.remain {
-		c.violation(proto.FrameError, 0, "body on channel %d is longer than the %d bytes announced", ch.id, ch.msg.BodySize)
+	if n > a.remain {
+		c.violation(proto.FrameError, 0, "body on channel %d is longer than the %d bytes announced", ch.id, a.msg.BodySize)
 		return
 	}
-	ch.remain -= n
-	if ch.skip {
-		if ch.remain == 0 {
+	a.remain -= n
+	if a.skip {
+		if a.remain == 0 {
 			ch.expect = expectMethod
 		}
 		return
 	}
-	if ch.remain == 0 && len(ch.bodyBuf) == 0 {
+	if a.remain == 0 && len(a.bodyBuf) == 0 {
 		c.completeContent(ch, f.Payload) // the whole body in one frame: no copy
 		return
 	}
-	ch.bodyBuf = append(ch.bodyBuf, f.Payload...)
-	if ch.remain == 0 {
-		c.completeContent(ch, ch.bodyBuf)
+	a.bodyBuf = append(a.bodyBuf, f.Payload...)
+	if a.remain == 0 {
+		c.completeContent(ch, a.bodyBuf)
 	}
 }
 
 func (c *Conn) completeContent(ch *channel, body []byte) {
+	a := ch.asm
 	ch.expect = expectMethod
-	if ch.skip {
+	if a.skip {
 		return
 	}
-	ch.msg.Body = body
-	switch ch.kind {
+	a.msg.Body = body
+	switch a.kind {
 	case EventDelivery:
-		c.events.push(Event{Kind: EventDelivery, Channel: ch.id, Message: ch.msg})
+		c.events.push(Event{Kind: EventDelivery, Channel: ch.id, Message: a.msg})
 	case EventReply:
-		m := ch.msg
-		c.events.push(Event{Kind: EventReply, Channel: ch.id, Token: ch.req.token, Request: ch.req.key, Method: &frames.BasicGetOK{
+		m := a.msg
+		c.events.push(Event{Kind: EventReply, Channel: ch.id, Token: a.req.token, Request: a.req.key, Method: &frames.BasicGetOK{
 			DeliveryTag: m.DeliveryTag, Redelivered: m.Redelivered, Exchange: m.Exchange, RoutingKey: m.RoutingKey, MessageCount: m.MessageCount,
 		}, Message: m})
 	case EventReturn:
 		if !ch.confirming {
-			c.events.push(Event{Kind: EventReturn, Channel: ch.id, Message: ch.msg})
+			c.events.push(Event{Kind: EventReturn, Channel: ch.id, Message: a.msg})
 			break
 		}
 		// In confirm mode RabbitMQ sends basic.return just before the ack
 		// or nack of the same publish: hold an owned copy until then.
-		owned := ch.msg
-		buf := make([]byte, 0, len(ch.hdrBuf)+len(body))
-		buf = append(buf, ch.hdrBuf...)
+		owned := a.msg
+		buf := make([]byte, 0, len(a.hdrBuf)+len(body))
+		buf = append(buf, a.hdrBuf...)
 		buf = append(buf, body...)
 		var h frames.ContentHeader
-		_ = h.Parse(ch.id, buf[:len(ch.hdrBuf)])
+		_ = h.Parse(ch.id, buf[:len(a.hdrBuf)])
 		owned.Properties = h.Properties
-		owned.Body = buf[len(ch.hdrBuf):]
+		owned.Body = buf[len(a.hdrBuf):]
 		owned.PublishSeq, owned.PublishRef = ch.matchReturn(&owned)
 		ch.returns = append(ch.returns, owned)
 	}
 	// Keep no view of the body: a single-frame body aliases the input
 	// buffer, which ReleaseInput may hand back to the caller.
-	ch.msg.Body = nil
-	if cap(ch.bodyBuf) > 1<<20 {
-		ch.bodyBuf = nil // the event keeps its body; do not keep a large buffer
+	a.msg.Body = nil
+	if cap(a.bodyBuf) > 1<<20 {
+		a.bodyBuf = nil // the event keeps its body; do not keep a large buffer
 	}
 }
 

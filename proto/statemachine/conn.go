@@ -101,12 +101,11 @@ type Conn struct {
 
 	out    []byte
 	parser frames.Parser
-	hdr    frames.ContentHeader
 	events eventQueue
 	pubs   []Published // arena of the events' Publishes; see resetPublished
 
 	auth        Authenticator
-	serverProps proto.Table
+	serverProps []byte // the fields of connection.start's server-properties, encoded
 	tuning      Tuning
 	readMax     uint32
 	blocked     bool
@@ -154,9 +153,16 @@ func (c *Conn) Err() error { return c.err }
 // Tuning returns the negotiated limits (zero before connection.tune).
 func (c *Conn) Tuning() Tuning { return c.tuning }
 
-// ServerProperties returns the properties from connection.start. The
-// table is shared; do not modify it.
-func (c *Conn) ServerProperties() proto.Table { return c.serverProps }
+// ServerProperties returns the properties from connection.start, decoded
+// anew on each call (the machine keeps them encoded, which takes a
+// fraction of the memory): the table is the caller's.
+func (c *Conn) ServerProperties() proto.Table {
+	if c.serverProps == nil {
+		return nil
+	}
+	t, _ := proto.DecodeTableFields(c.serverProps)
+	return t
+}
 
 // Blocked reports whether the broker has blocked the connection
 // (connection.blocked without a later unblocked).
@@ -269,6 +275,27 @@ func (c *Conn) ReleaseOutbound() []byte {
 	b := c.out
 	c.out = nil
 	return b
+}
+
+// Trim drops the spare capacity the machine keeps for a busy connection:
+// the event queue's array, the Publishes arena, and the content buffers of
+// channels that are not in the middle of a message (the input and outbound
+// buffers have ReleaseInput and ReleaseOutbound). A driver calls it when
+// the connection has gone quiet, so that an idle connection holds little;
+// the next burst allocates them again. Call it only once NextEvent has
+// returned EventNone: the slices of earlier events become invalid.
+func (c *Conn) Trim() {
+	if c.events.head == len(c.events.buf) {
+		c.events.buf, c.events.head = nil, 0
+	}
+	if len(c.pubs) == 0 {
+		c.pubs = nil
+	}
+	for _, ch := range c.channels {
+		if ch != nil && ch.expect == expectMethod {
+			ch.asm = nil
+		}
+	}
 }
 
 // ReadBuffer is Feed without the copy, for a caller that reads from its
@@ -806,7 +833,7 @@ func (c *Conn) handleStart(m *frames.ConnectionStart) {
 		c.fail(fmt.Errorf("amqp: server speaks protocol %d-%d, not 0-9: %w", m.VersionMajor, m.VersionMinor, frames.ErrProtocolMismatch))
 		return
 	}
-	c.serverProps = m.ServerProperties
+	c.serverProps, _ = proto.AppendTableFields(nil, m.ServerProperties) // it decoded, so it encodes
 	offered := strings.Fields(m.Mechanisms)
 	for _, a := range c.cfg.Auth {
 		for _, name := range offered {
