@@ -87,7 +87,7 @@ type Return struct {
 
 // Channel opens a new channel.
 func (c *Connection) Channel(ctx context.Context) (*Channel, error) {
-	ch := &Channel{conn: c, consumers: make(map[string]*consumer)}
+	ch := &Channel{conn: c}
 	if err := ch.open(ctx); err != nil {
 		ch.abandon()
 		return nil, err
@@ -111,9 +111,7 @@ func (ch *Channel) open(ctx context.Context) error {
 	opened := make(chan struct{})
 	ch.opened = opened
 	c.chans[id] = ch
-	if !ch.finished {
-		c.handles[ch] = struct{}{}
-	}
+	delete(c.between, ch)
 	ch.replayLocked(m)
 	c.d.Unlock(driver.FlushNow)
 	if err := c.d.Await(ctx, opened); err != nil {
@@ -310,6 +308,11 @@ func (ch *Channel) onClosedLocked(m *statemachine.Conn, e *statemachine.Event) {
 	}
 	if ch.userClosed || !channelOnly {
 		ch.finishLocked()
+	} else {
+		if c.between == nil {
+			c.between = make(map[*Channel]struct{})
+		}
+		c.between[ch] = struct{}{}
 	}
 }
 
@@ -319,7 +322,7 @@ func (ch *Channel) finishLocked() {
 		return
 	}
 	ch.finished = true
-	delete(ch.conn.handles, ch)
+	delete(ch.conn.between, ch)
 	for _, l := range ch.closeListeners {
 		l.close()
 	}

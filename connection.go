@@ -99,7 +99,7 @@ type Connection struct {
 	// Guarded by the driver's lock: held between d.Lock and d.Unlock, and
 	// while the driver calls the handler's Event.
 	chans          map[uint16]*Channel   // the open (or opening) incarnations, by id
-	handles        map[*Channel]struct{} // every Channel not yet closed for good
+	between        map[*Channel]struct{} // Channels between incarnations (closed by an error, not reopened yet)
 	requests       map[statemachine.Token]*waiter
 	connected      chan struct{} // closed when the handshake ends, either way
 	opened         bool          // the handshake succeeded
@@ -176,7 +176,6 @@ func Open(ctx context.Context, nc net.Conn, cfg Config) (*Connection, error) {
 		cfg:       cfg,
 		log:       log,
 		chans:     make(map[uint16]*Channel),
-		handles:   make(map[*Channel]struct{}),
 		requests:  make(map[statemachine.Token]*waiter),
 		connected: make(chan struct{}),
 	}
@@ -190,6 +189,7 @@ func Open(ctx context.Context, nc net.Conn, cfg Config) (*Connection, error) {
 	}
 	c.d.Lock()
 	ok, herr := c.opened, c.err
+	c.connected = nil // closed, and never needed again
 	c.d.Unlock(driver.FlushLater)
 	if !ok {
 		c.d.Wait()

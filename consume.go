@@ -274,6 +274,9 @@ func (ch *Channel) Consume(ctx context.Context, queue string, opts ConsumeOption
 		return nil, err
 	}
 	cons.tag = method.ConsumerTag // generated when empty
+	if ch.consumers == nil {
+		ch.consumers = make(map[string]*consumer)
+	}
 	ch.consumers[cons.tag] = cons
 	ch.lastCons = nil
 	w := newWaiter(ch)

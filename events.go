@@ -146,8 +146,8 @@ func (c *Connection) onClosedLocked(err error) {
 		l.close()
 	}
 	c.blockListeners = nil
-	for ch := range c.handles {
-		ch.finishLocked() // channels between incarnations too
+	for ch := range c.between {
+		ch.finishLocked() // the open ones were finished by their EventChannelClosed
 	}
 	if err != nil {
 		c.log.Info("amqp connection closed", "error", err)

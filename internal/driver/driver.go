@@ -77,25 +77,28 @@ type Driver struct {
 
 	// The read side (lend.go). Guarded by mu unless atomic.
 	rowner     owner
-	lent       atomic.Bool  // rowner == ownNone, readable without the lock
 	lendHint   atomic.Bool  // a goroutine blocked in Await while the reader read
 	awaiting   atomic.Int32 // goroutines in Await (incremented under mu)
 	handoff    bool         // a waiter's events queued work for Perform
 	performing bool         // the reader runs Perform
 	batched    bool         // FlushBatch bytes wait for Perform to return
 	lendPeriod time.Duration
-	rwake      chan struct{} // wakes the parked reader goroutine
+	rwake      chan struct{} // wakes the parked reader goroutine; made when the socket is first lent
 	watch      ctxWatch      // a reading waiter's context (the socket's reader only)
 
-	// The write side (write.go), guarded by mu.
-	wbusy    bool      // the writer or a direct flush holds the write side
-	carry    []byte    // bytes a direct flush could not write; the writer writes them first
-	carryBuf []byte    // the pooled buffer carry is part of
-	writing  int       // bytes taken from the core and not yet written
-	armed    time.Time // the deadline the writer's timer is set for
-	room     chan struct{}
-	wtick    *time.Timer   // passes the time in while a write blocks
-	wake     chan struct{} // wakes the writer goroutine
+	// The write side and the clock (write.go), guarded by mu.
+	wbusy         bool          // the writer goroutine or a direct flush holds the write side
+	writerRunning bool          // the writer goroutine exists
+	carry         []byte        // bytes a direct flush could not write; the writer writes them first
+	carryBuf      []byte        // the pooled buffer carry is part of
+	writing       int           // bytes taken from the core and not yet written
+	room          chan struct{} // closed when publishers may have room again
+	wake          chan struct{} // wakes the writer goroutine; made when it first starts
+	clock         *time.Timer   // runs onClock at the core's deadline
+	armed         time.Time     // the deadline clock is set for
+	idle          *time.Timer   // runs onIdle; nil while the connection is quiet
+	active        bool          // read or written since onIdle last looked
+	stopped       bool          // shut down: no goroutine or timer starts anew
 
 	dying     chan struct{} // closed once the core is closing or closed, or Close/Abort was called
 	dyingOnce sync.Once
@@ -125,8 +128,6 @@ func newDriver(nc net.Conn, m *statemachine.Conn, h Handler, opts Options, wrap 
 		limit:      opts.WriteBufferLimit,
 		m:          m,
 		lendPeriod: defaultLendPeriod,
-		rwake:      make(chan struct{}, 1),
-		wake:       make(chan struct{}, 1),
 		dying:      make(chan struct{}),
 		done:       make(chan struct{}),
 	}
@@ -148,14 +149,16 @@ func newDriver(nc net.Conn, m *statemachine.Conn, h Handler, opts Options, wrap 
 // EventConnected, or EventClosed with the reason it failed.
 func (d *Driver) Start() {
 	d.mu.Lock()
+	d.clock = time.AfterFunc(time.Hour, d.onClock)
+	d.clock.Stop()
 	d.m.Start(d.now())
-	d.wtick = time.AfterFunc(time.Hour, d.writeTick)
-	d.wtick.Stop()
-	d.mu.Unlock()
-	d.wg.Add(2)
+	d.wg.Add(1)
 	go d.readLoop()
-	go d.writeLoop()
-	d.wakeWriter()
+	if d.directOKLocked() { // the protocol header
+		d.flushDirectLocked()
+	} else {
+		d.unlockPoke()
+	}
 }
 
 // now is the one place the driver reads the clock.
@@ -176,15 +179,12 @@ func (d *Driver) Unlock(f Flush) {
 	switch {
 	case f == FlushBatch && d.performing:
 		d.batched = d.batched || d.m.OutboundLen() > 0
+		d.armClockLocked()
 		d.mu.Unlock()
 	case f == FlushNow && d.directOKLocked():
 		d.flushDirectLocked()
 	default:
-		need := d.writerNeededLocked()
-		d.mu.Unlock()
-		if need {
-			d.wakeWriter()
-		}
+		d.unlockPoke()
 	}
 }
 
@@ -238,9 +238,8 @@ func (d *Driver) Close(ctx context.Context, reply proto.Reply) error {
 	d.markDying()
 	d.mu.Lock()
 	_ = d.m.Close(reply) // an error means it is closing or closed already
-	d.mu.Unlock()
+	d.unlockPoke()
 	d.kick()
-	d.wakeWriter()
 	var err error
 	select {
 	case <-d.done:
@@ -273,6 +272,16 @@ func (d *Driver) Wait() { d.wg.Wait() }
 // parked reader takes the socket back to do so.
 func (d *Driver) kick() {
 	_ = d.sock.setReadDeadline(aLongTimeAgo)
+	d.mu.Lock()
+	d.wakeReaderLocked()
+	d.mu.Unlock()
+}
+
+// wakeReaderLocked wakes the reader goroutine if it is parked.
+func (d *Driver) wakeReaderLocked() {
+	if d.rwake == nil {
+		return // never lent: never parked
+	}
 	select {
 	case d.rwake <- struct{}{}:
 	default:

@@ -65,10 +65,13 @@ func (d *Driver) Await(ctx context.Context, done <-chan struct{}) error {
 // waiting for the broker by other means than Await (a caller about to
 // block on a channel it was handed), so that the socket is read meanwhile.
 func (d *Driver) Reclaim() {
-	if !d.lent.Load() {
-		return
+	if !d.sock.fast() {
+		return // never lent
 	}
+	// Under the lock, so that a lend decided by a read in progress (the
+	// read that answered the caller, say) is seen and undone.
 	d.mu.Lock()
+	d.lendHint.Store(false)
 	if d.rowner == ownNone {
 		d.giveReaderLocked()
 	}
@@ -90,8 +93,10 @@ func (d *Driver) lendLocked() {
 	if d.rowner != ownReader || !d.quietLocked() {
 		return
 	}
+	if d.rwake == nil {
+		d.rwake = make(chan struct{}, 1)
+	}
 	d.rowner = ownNone
-	d.lent.Store(true)
 }
 
 // releaseLocked gives back the socket a waiter read: lent again while the
@@ -99,7 +104,6 @@ func (d *Driver) lendLocked() {
 func (d *Driver) releaseLocked() {
 	if d.quietLocked() {
 		d.rowner = ownNone
-		d.lent.Store(true)
 		return
 	}
 	d.giveReaderLocked()
@@ -107,11 +111,7 @@ func (d *Driver) releaseLocked() {
 
 func (d *Driver) giveReaderLocked() {
 	d.rowner = ownReader
-	d.lent.Store(false)
-	select {
-	case d.rwake <- struct{}{}:
-	default:
-	}
+	d.wakeReaderLocked()
 }
 
 // awaitTurn parks the reader goroutine while the socket is lent out and
@@ -123,17 +123,16 @@ func (d *Driver) awaitTurn(t *time.Timer) {
 		d.mu.Lock()
 		if d.rowner == ownNone && woken {
 			d.rowner = ownReader
-			d.lent.Store(false)
 		}
 		if d.rowner == ownReader {
 			d.mu.Unlock()
 			return
 		}
-		period := d.lendPeriod
+		period, rwake := d.lendPeriod, d.rwake
 		d.mu.Unlock()
 		t.Reset(period)
 		select {
-		case <-d.rwake:
+		case <-rwake:
 		case <-t.C:
 		}
 		t.Stop()
@@ -148,27 +147,18 @@ func (d *Driver) awaitTurn(t *time.Timer) {
 // and returns with mu held.
 func (d *Driver) readFor(ctx context.Context, done <-chan struct{}) {
 	d.rowner = ownWaiter
-	d.lent.Store(false)
 	d.watch.watch(ctx, d.sock)
 	for {
 		queued := d.readLocked()
-		closed := d.m.State() == statemachine.StateClosed
-		if closed || queued {
+		d.pokeLocked()
+		if d.m.State() == statemachine.StateClosed || queued {
 			d.handoff = d.handoff || queued
 			d.giveReaderLocked()
-			d.unlockWakeIf(closed || d.writerNeededLocked())
-			d.mu.Lock()
 			return
 		}
 		if isClosed(done) || ctx.Err() != nil {
 			d.releaseLocked()
-			d.unlockWakeIf(d.writerNeededLocked())
-			d.mu.Lock()
 			return
-		}
-		if d.writerNeededLocked() {
-			d.unlockWake()
-			d.mu.Lock()
 		}
 	}
 }

@@ -15,14 +15,21 @@ import (
 // closed.
 func (d *Driver) readLoop() {
 	defer d.wg.Done()
-	park := time.NewTimer(time.Hour)
-	park.Stop()
-	defer park.Stop()
+	var park *time.Timer // made when the socket is first lent
+	defer func() {
+		if park != nil {
+			park.Stop()
+		}
+	}()
 	for {
-		var queued, wake, read bool
+		var queued, read bool
 		d.mu.Lock()
 		if d.rowner != ownReader {
 			d.mu.Unlock()
+			if park == nil {
+				park = time.NewTimer(time.Hour)
+				park.Stop()
+			}
 			d.awaitTurn(park)
 			d.mu.Lock()
 			// Catch up with what happened while the socket was lent: what
@@ -30,17 +37,11 @@ func (d *Driver) readLoop() {
 			queued = d.handoff
 			d.handoff = false
 			queued = d.drainLocked() || queued
-			// Nothing was read, so nothing was queued here: bytes queued
-			// meanwhile are their maker's to flush, and waking the writer
-			// would take them from under it.
-			wake = d.deadlineMovedLocked()
 		} else {
 			queued = d.readLocked()
-			wake = d.writerNeededLocked()
 			read = true
 		}
 		closed := d.m.State() == statemachine.StateClosed
-		wake = wake || closed
 		// Lend only after a read in which a goroutine blocked waiting: not
 		// right after taking the socket back, which is why it came back.
 		lend := read && !closed && d.lendHint.Load() && d.lendHint.Swap(false)
@@ -49,9 +50,12 @@ func (d *Driver) readLoop() {
 			lend = false
 		}
 		d.performing = queued
-		d.mu.Unlock()
-		if wake {
-			d.wakeWriter()
+		if read && d.directOKLocked() {
+			// What the core queued in answer (handshake, close-ok, flow-ok)
+			// goes out from here: the reader is about to wait for input.
+			d.flushDirectLocked()
+		} else {
+			d.unlockPoke()
 		}
 		if queued {
 			d.h.Perform()
@@ -62,7 +66,7 @@ func (d *Driver) readLoop() {
 				if d.directOKLocked() {
 					d.flushDirectLocked()
 				} else {
-					d.unlockWake()
+					d.unlockPoke()
 				}
 			} else {
 				d.mu.Unlock()
@@ -104,6 +108,9 @@ func (d *Driver) readLocked() (queued bool) {
 		}
 	}
 	d.mu.Lock()
+	if n > 0 {
+		d.noteActiveLocked()
+	}
 	switch {
 	case n > 0 && partial:
 		_ = d.m.Received(n)
@@ -152,6 +159,11 @@ func (d *Driver) drainLocked() (queued bool) {
 // shutdown runs once, in the reader, after the core has closed.
 func (d *Driver) shutdown() {
 	d.mu.Lock()
+	d.stopped = true
+	d.clock.Stop()
+	if d.idle != nil {
+		d.idle.Stop()
+	}
 	d.watch.close()
 	d.signalRoomLocked()
 	d.mu.Unlock()

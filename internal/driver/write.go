@@ -6,31 +6,78 @@ import (
 	"github.com/warren-amqp/warren/proto/statemachine"
 )
 
-// idleRelease is how long the writer goroutine waits, with nothing to
-// write, before it gives the write buffers back (its own and the core's).
+// idleRelease is how long a connection must go without reading or
+// writing before the driver gives back what it holds for a busy one (the
+// core's spare buffers, see onIdle), and how long the writer goroutine
+// waits for more to write before it ends.
 const idleRelease = time.Second
 
-// writeLoop is the writer goroutine, and it owns the clock: it writes
-// what the core queues (everything pending in one write) and passes the
-// time in at the core's deadlines. While a write blocks (a broker that
-// stops reading), a timer keeps passing the time in (writeTick), so that
-// heartbeats and timeouts are not frozen. It sets no write deadlines:
-// after one expires, a TLS connection refuses every later write.
+// pokeLocked is called, with mu held, after anything that may have queued
+// bytes or moved the core's deadline: it re-arms the clock, and gets the
+// writer goroutine going if bytes wait and nobody holds the write side
+// (a holder takes what is pending, or pokes, when it is done).
+func (d *Driver) pokeLocked() {
+	d.armClockLocked()
+	if !d.wbusy && (d.m.OutboundLen() > 0 || len(d.carry) > 0) {
+		d.startWriterLocked()
+	}
+}
+
+// unlockPoke is pokeLocked, then releases mu.
+func (d *Driver) unlockPoke() {
+	d.pokeLocked()
+	d.mu.Unlock()
+}
+
+// startWriterLocked wakes the writer goroutine, or starts one: it exists
+// only while there is writing to do (and idleRelease after).
+func (d *Driver) startWriterLocked() {
+	if d.writerRunning {
+		select {
+		case d.wake <- struct{}{}:
+		default:
+		}
+		return
+	}
+	if d.stopped {
+		return
+	}
+	if d.wake == nil {
+		d.wake = make(chan struct{}, 1)
+	}
+	d.writerRunning = true
+	d.wg.Add(1)
+	go d.writeLoop()
+}
+
+// writeLoop is the writer goroutine: it writes what the core queues,
+// everything pending in one write, while a write may block (a broker that
+// stops reading); the clock goes on meanwhile (onClock). It sets no write
+// deadlines: after one expires, a TLS connection refuses every later
+// write. It ends once it has had nothing to write for idleRelease.
 func (d *Driver) writeLoop() {
 	defer d.wg.Done()
-	defer d.wtick.Stop()
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	defer timer.Stop()
-	idle := time.NewTimer(time.Hour)
-	idle.Stop()
-	defer idle.Stop()
-	var out []byte // the write buffer, kept between writes while busy
-	holding := false
+	var out []byte // the write buffer, kept while the writer runs
+	var linger *time.Timer
+	d.mu.Lock()
+	wake := d.wake
+	d.mu.Unlock()
+	defer func() {
+		if linger != nil {
+			linger.Stop()
+		}
+		d.pool.put(out)
+	}()
+	idle := false
 	for {
 		var pending []byte
 		d.mu.Lock()
-		if !d.wbusy && (len(d.carry) > 0 || d.m.OutboundLen() > 0) { // else a direct flush writes; it wakes us if need be
+		switch {
+		case d.m.State() == statemachine.StateClosed:
+			d.writerRunning = false
+			d.mu.Unlock()
+			return
+		case !d.wbusy && (len(d.carry) > 0 || d.m.OutboundLen() > 0):
 			if out == nil {
 				out = d.pool.get()
 			}
@@ -44,58 +91,42 @@ func (d *Driver) writeLoop() {
 			pending = out
 			d.writing = len(out)
 			d.wbusy = true
+			d.noteActiveLocked()
+		case idle: // a direct flush that is writing now pokes if it leaves anything
+			d.writerRunning = false
+			d.mu.Unlock()
+			return
 		}
-		deadline := d.m.Deadline()
-		d.armed = deadline
-		closed := d.m.State() == statemachine.StateClosed
 		d.mu.Unlock()
 
 		if len(pending) > 0 {
-			if !deadline.IsZero() {
-				d.wtick.Reset(deadline.Sub(d.now()))
-			}
-			ok := d.writeAll(pending)
-			d.wtick.Stop()
-			if !ok {
+			if !d.writeAll(pending) {
 				return
 			}
-			if cap(out) == poolBufSize { // a usual one goes back at once; a larger one waits for idleRelease
-				d.pool.put(out)
-				out = nil
-			}
-			holding = true
+			idle = false
+			continue
 		}
-		if closed {
-			return
-		}
-		if !deadline.IsZero() {
-			timer.Reset(deadline.Sub(d.now()))
-		}
-		if holding {
-			idle.Reset(idleRelease)
+		if linger == nil {
+			linger = time.NewTimer(idleRelease)
+		} else {
+			linger.Reset(idleRelease)
 		}
 		select {
-		case <-d.wake:
-		case <-timer.C:
-			d.tick()
-		case <-idle.C:
-			d.mu.Lock()
-			if b := d.m.ReleaseOutbound(); b != nil {
-				d.pool.put(b)
-			}
-			d.mu.Unlock()
-			out, holding = nil, false
+		case <-wake:
+		case <-linger.C:
+			idle = true
 		case <-d.done:
+			d.mu.Lock()
+			d.writerRunning = false
+			d.mu.Unlock()
 			return
 		}
-		timer.Stop()
-		idle.Stop()
 	}
 }
 
 // writeAll writes p from the writer goroutine. On a write error the
-// connection is lost: the core learns of it, the socket is closed, and
-// writeAll reports false.
+// connection is lost: the core learns of it, the socket is closed, the
+// writer ends, and writeAll reports false.
 func (d *Driver) writeAll(p []byte) bool {
 	for w := 0; w < len(p); {
 		n, err := d.sock.write(p[w:])
@@ -104,13 +135,13 @@ func (d *Driver) writeAll(p []byte) bool {
 		d.writing = len(p) - w
 		d.wbusy = w < len(p)
 		d.roomLocked()
-		d.mu.Unlock()
 		if err == nil {
+			d.mu.Unlock()
 			continue
 		}
 		d.log.Debug("amqp write failed", "error", err)
-		d.mu.Lock()
 		d.wbusy = false
+		d.writerRunning = false
 		d.m.FeedEOF()
 		d.mu.Unlock()
 		d.kick()
@@ -120,26 +151,71 @@ func (d *Driver) writeAll(p []byte) bool {
 	return true
 }
 
-// writeTick passes the time in while the writer is blocked in a write,
-// and re-arms itself for the core's next deadline until the write ends
-// (wbusy; a direct flush sets it too, but never blocks, and a tick before
-// a deadline is harmless).
-func (d *Driver) writeTick() {
-	d.tick()
-	d.mu.Lock()
-	if dl := d.m.Deadline(); d.wbusy && !dl.IsZero() {
-		d.wtick.Reset(dl.Sub(d.now()))
+// armClockLocked sets the clock for the core's deadline, if it moved.
+func (d *Driver) armClockLocked() {
+	dl := d.m.Deadline()
+	if dl.Equal(d.armed) {
+		return
 	}
-	d.mu.Unlock()
+	d.armed = dl
+	if dl.IsZero() {
+		d.clock.Stop()
+		return
+	}
+	d.clock.Reset(dl.Sub(d.now()))
 }
 
-// tick passes the time in and lets the socket's reader report what it
-// caused.
-func (d *Driver) tick() {
+// onClock runs when the core's deadline passes (a timer of its own, so
+// that neither a blocked write nor a blocked read freezes the time): it
+// passes the time in, writes what that queued (a heartbeat), and lets
+// the socket's reader report what it caused.
+func (d *Driver) onClock() {
 	d.mu.Lock()
+	if d.stopped {
+		d.mu.Unlock()
+		return
+	}
+	d.armed = time.Time{} // this timer has fired
 	d.m.HandleTimeout(d.now())
-	d.mu.Unlock()
+	if d.directOKLocked() {
+		d.flushDirectLocked()
+	} else {
+		d.unlockPoke()
+	}
 	d.kick()
+}
+
+// noteActiveLocked records that the connection read or wrote, so that
+// onIdle does not find it idle, and arms onIdle's timer if it is not.
+func (d *Driver) noteActiveLocked() {
+	d.active = true
+	if d.idle == nil && !d.stopped {
+		d.idle = time.AfterFunc(idleRelease, d.onIdle)
+	}
+}
+
+// onIdle runs idleRelease after activity: if the connection read or wrote
+// meanwhile it looks again later; otherwise the connection has gone
+// quiet, and the core gives back its spare buffers (and the timer goes,
+// until the next activity).
+func (d *Driver) onIdle() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.stopped || d.idle == nil {
+		return
+	}
+	if d.active {
+		d.active = false
+		d.idle.Reset(idleRelease)
+		return
+	}
+	d.idle = nil
+	if !d.wbusy {
+		if b := d.m.ReleaseOutbound(); b != nil {
+			d.pool.put(b)
+		}
+	}
+	d.m.Trim()
 }
 
 // directOKLocked reports whether the calling goroutine may write the
@@ -147,7 +223,7 @@ func (d *Driver) tick() {
 // else holds the write side, and nothing written earlier waits.
 func (d *Driver) directOKLocked() bool {
 	return d.sock.fast() && !d.wbusy && len(d.carry) == 0 && d.m.OutboundLen() > 0 &&
-		d.m.State() == statemachine.StateOpen
+		d.m.State() != statemachine.StateClosed
 }
 
 // flushDirectLocked writes what the core has queued from the calling
@@ -161,6 +237,7 @@ func (d *Driver) flushDirectLocked() {
 	d.wbusy = true
 	buf := d.m.AppendOutbound(d.pool.get()[:0])
 	d.writing = len(buf)
+	d.noteActiveLocked()
 	d.mu.Unlock()
 
 	n, _ := d.sock.tryWrite(buf)
@@ -174,21 +251,7 @@ func (d *Driver) flushDirectLocked() {
 	}
 	d.writing = len(d.carry)
 	d.roomLocked()
-	d.unlockWakeIf(d.writerNeededLocked())
-}
-
-// writerNeededLocked reports whether the writer has something to do: bytes
-// to write, or a deadline earlier than the one its timer is set for. It is
-// woken only then, sparing a goroutine switch per read.
-func (d *Driver) writerNeededLocked() bool {
-	return d.m.OutboundLen() > 0 || len(d.carry) > 0 || d.deadlineMovedLocked()
-}
-
-// deadlineMovedLocked reports whether the core's deadline is earlier than
-// the one the writer's timer is set for.
-func (d *Driver) deadlineMovedLocked() bool {
-	dl := d.m.Deadline()
-	return !dl.IsZero() && (d.armed.IsZero() || dl.Before(d.armed))
+	d.unlockPoke()
 }
 
 // roomLocked wakes publishers waiting for write-buffer room once there is
@@ -196,26 +259,5 @@ func (d *Driver) deadlineMovedLocked() bool {
 func (d *Driver) roomLocked() {
 	if d.room != nil && !d.m.Blocked() && d.m.OutboundLen()+d.writing < d.limit {
 		d.signalRoomLocked()
-	}
-}
-
-func (d *Driver) wakeWriter() {
-	select {
-	case d.wake <- struct{}{}:
-	default:
-	}
-}
-
-// unlockWake releases mu and wakes the writer.
-func (d *Driver) unlockWake() {
-	d.mu.Unlock()
-	d.wakeWriter()
-}
-
-// unlockWakeIf releases mu and wakes the writer if need.
-func (d *Driver) unlockWakeIf(need bool) {
-	d.mu.Unlock()
-	if need {
-		d.wakeWriter()
 	}
 }

@@ -212,6 +212,7 @@ func TestWriteFlowPausesTheChannel(t *testing.T) {
 			}()
 			p.serve(nil)
 		})
+		h.d.Reclaim() // the socket may be lent out, with nobody reading
 		synctest.Wait()
 		h.d.Lock()
 		room := h.d.RoomLocked(1)
