@@ -53,8 +53,10 @@ type connStats struct {
 }
 
 // serveIfChild runs the scripted broker and exits when this process was
-// started as one; otherwise it returns.
+// started as one; otherwise it returns. It also serves as the entry point
+// of the idle-footprint children (idle.go).
 func serveIfChild() {
+	idleChildIfAsked()
 	if os.Getenv(serveEnv) == "" {
 		return
 	}

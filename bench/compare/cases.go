@@ -38,6 +38,8 @@ type caseDef struct {
 // Target is the goal the brief sets for the case.
 func (c caseDef) Target() target {
 	switch {
+	case c.Kind == kindIdle:
+		return idleTarget()
 	case c.Broker == brokerScripted:
 		return target{MinThroughput: 3, MaxAllocs: 0.25}
 	case c.Kind == kindPublishConfirm && c.Window == windowAll:
@@ -47,11 +49,16 @@ func (c caseDef) Target() target {
 	}
 }
 
-// target: ratios Warren/amqp091-go; zero fields are not part of it.
+// target: ratios Warren/amqp091-go, except the idle-footprint fields
+// (idle.go), which bound Warren's own figures; zero fields are not part
+// of it.
 type target struct {
-	MinThroughput float64 `json:"min_throughput_ratio,omitempty"`
-	MaxCPU        float64 `json:"max_cpu_ratio,omitempty"`
-	MaxAllocs     float64 `json:"max_alloc_ratio,omitempty"`
+	MinThroughput            float64 `json:"min_throughput_ratio,omitempty"`
+	MaxCPU                   float64 `json:"max_cpu_ratio,omitempty"`
+	MaxAllocs                float64 `json:"max_alloc_ratio,omitempty"`
+	MaxIdleBytesPerConn      float64 `json:"max_idle_bytes_per_conn,omitempty"`
+	MaxIdleGoroutinesPerConn float64 `json:"max_idle_goroutines_per_conn,omitempty"`
+	IdleBytesBelowAMQP091    bool    `json:"idle_bytes_below_amqp091,omitempty"`
 }
 
 func sizeName(n int) string {
@@ -95,6 +102,7 @@ func allCases(quick bool) []caseDef {
 	add(brokerRabbit, kindConsumeNoAck, 64, nReal, 0)
 	add(brokerRabbit, kindConsumeAck, 64, nReal, 0)
 	add(brokerRabbit, kindLatency, latencyPublishSize, nLat, 0)
+	cs = append(cs, idleCase(quick)) // N is connections (idle.go)
 	return cs
 }
 

@@ -69,6 +69,12 @@ func TestQuick(t *testing.T) {
 				t.Errorf("%s %s: summary %+v", c.ID, name, s)
 				continue
 			}
+			if c.Kind == kindIdle {
+				if s.Idle == nil || s.Idle.BytesPerConn <= 0 || s.Idle.GoroutinesPerConn <= 0 {
+					t.Errorf("%s %s: implausible idle figures %+v", c.ID, name, s.Idle)
+				}
+				continue
+			}
 			if s.MsgsPerSec <= 0 || s.CPUMicros <= 0 {
 				t.Errorf("%s %s: implausible %+v", c.ID, name, s)
 			}

@@ -5,6 +5,9 @@
 // as a separate process, so that the client is the bottleneck and the
 // broker's CPU is not counted as the client's. Broker-bound cases talk to
 // a real RabbitMQ ($AMQP_URL or amqp://guest:guest@127.0.0.1:5672/).
+// The rabbitmq/idle-footprint case (idle.go) measures memory and
+// goroutines per idle connection instead of messages, each client in a
+// child process of its own, and has a table of its own.
 //
 //	cd bench/compare && go run . -rounds 3
 //
@@ -66,6 +69,8 @@ type runResult struct {
 	LatencyP99us  float64 `json:"latency_p99_us,omitempty"`
 	Error         string  `json:"error,omitempty"`
 	brokerCPUTime time.Duration
+
+	Idle *idleFigures `json:"idle,omitempty"` // the idle-footprint case (idle.go)
 }
 
 // clientSummary holds the medians over rounds of one client on one case.
@@ -81,6 +86,8 @@ type clientSummary struct {
 	LatencyP99us float64 `json:"latency_p99_us,omitempty"`
 	MinMsgsPerS  float64 `json:"min_msgs_per_sec"`
 	MaxMsgsPerS  float64 `json:"max_msgs_per_sec"`
+
+	Idle *idleSummary `json:"idle,omitempty"` // the idle-footprint case (idle.go)
 }
 
 // caseSummary is one row of the table.
@@ -94,6 +101,8 @@ type caseSummary struct {
 	AllocRatio      float64 `json:"alloc_ratio,omitempty"`
 	Target          target  `json:"target"`
 	Verdict         string  `json:"verdict"` // "met", "missed: …" or "n/a"
+
+	IdleBytesRatio float64 `json:"idle_bytes_ratio,omitempty"` // idle-footprint: bytes per connection, Warren / amqp091-go
 }
 
 type machineInfo struct {
@@ -221,7 +230,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			for _, cl := range order {
 				r := runOne(e, cl, c, round, *profileDir)
 				rep.Results = append(rep.Results, r)
-				if *verbose {
+				if *verbose && r.Idle != nil {
+					fmt.Fprintf(stderr, "round %d %-40s %-8s %8.0f B/conn %5.2f goroutines/conn\n", round, c.ID, r.Client, r.Idle.BytesPerConn, r.Idle.GoroutinesPerConn)
+				} else if *verbose {
 					fmt.Fprintf(stderr, "round %d %-40s %-8s %10.0f msg/s %7.2f µs/msg %7.2f allocs/msg %8.0f B/msg broker %5.1f%% %s\n",
 						round, c.ID, r.Client, r.MsgsPerSec, r.CPUMicros, r.AllocsPerMsg, r.BytesPerMsg, r.BrokerCPUPct, r.Error)
 				}
@@ -258,6 +269,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func runOne(e *env, cl client, c caseDef, round int, profileDir string) runResult {
+	if c.Kind == kindIdle {
+		return runIdle(e, cl, c, round) // in a child process of its own
+	}
 	m := &meter{profileDir: profileDir}
 	if c.Broker == brokerScripted {
 		m.childPID = e.scripted.cmd.pid
@@ -337,11 +351,17 @@ func summarize(cases []caseDef, clients []client, results []runResult) []caseSum
 			if len(thr) > 0 {
 				s.MinMsgsPerS, s.MaxMsgsPerS = slices.Min(thr), slices.Max(thr)
 			}
+			if c.Kind == kindIdle {
+				s.Idle = summarizeIdle(results, c.ID, cl.Name())
+			}
 			cs.Clients[cl.Name()] = s
 		}
 		w, a := cs.Clients[clientWarren], cs.Clients[clientAMQP091]
-		if w == nil || a == nil || w.Rounds == 0 || a.Rounds == 0 {
+		if w == nil || a == nil || w.Rounds == 0 || a.Rounds == 0 || (c.Kind == kindIdle && (w.Idle == nil || a.Idle == nil)) {
 			cs.Verdict = "n/a"
+		} else if c.Kind == kindIdle {
+			cs.IdleBytesRatio = ratio(w.Idle.BytesPerConn, a.Idle.BytesPerConn)
+			cs.Verdict = verdict(cs)
 		} else {
 			cs.ThroughputRatio = ratio(w.MsgsPerSec, a.MsgsPerSec)
 			cs.CPURatio = ratio(w.CPUMicros, a.CPUMicros)
@@ -375,6 +395,7 @@ func verdict(cs caseSummary) string {
 	if t.MaxAllocs > 0 && cs.AllocRatio > t.MaxAllocs {
 		missed = append(missed, fmt.Sprintf("allocs %.2f× > %g×", cs.AllocRatio, t.MaxAllocs))
 	}
+	missed = append(missed, idleMissed(cs)...)
 	if len(missed) == 0 {
 		return "met"
 	}
@@ -392,6 +413,7 @@ func (t target) String() string {
 	if t.MaxAllocs > 0 {
 		parts = append(parts, fmt.Sprintf("allocs ≤%g×", t.MaxAllocs))
 	}
+	parts = append(parts, idleTargetParts(t)...)
 	return strings.Join(parts, ", ")
 }
 
@@ -401,10 +423,20 @@ func writeTable(w io.Writer, rep report) {
 	fmt.Fprintf(w, "CPU: %s (%d CPUs, GOMAXPROCS %d); %s; amqp091-go %s; rounds %d%s\n", m.CPU, m.CPUs, m.GOMAXPROCS, m.GoVersion, m.AMQP091, m.Rounds,
 		map[bool]string{true: " (-quick)", false: ""}[m.Quick])
 	fmt.Fprintf(w, "loadavg before: %s; after: %s; RabbitMQ: %s\n\n", m.LoadBefore, m.LoadAfter, m.RabbitMQ)
+	// After the main table (or instead of it when only the idle-footprint
+	// case ran): that case's own table (idle.go), then skips and errors.
+	defer writeErrors(w, rep)
+	defer writeIdleTable(w, rep)
+	if !slices.ContainsFunc(rep.Summary, func(cs caseSummary) bool { return cs.Case.Kind != kindIdle }) {
+		return
+	}
 	fmt.Fprintln(w, "| case | msgs | msgs/s warren | msgs/s amqp091 | msgs/s W/A | CPU µs/msg warren | CPU µs/msg amqp091 | CPU W/A | allocs/msg warren | allocs/msg amqp091 | allocs W/A | B/msg warren | B/msg amqp091 | broker CPU % of client (W / A) | target | verdict |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
 	var latency []string
 	for _, cs := range rep.Summary {
+		if cs.Case.Kind == kindIdle {
+			continue
+		}
 		wv, av := cs.Clients[clientWarren], cs.Clients[clientAMQP091]
 		cell := func(s *clientSummary, f func(*clientSummary) float64, prec int) string {
 			if s == nil || s.Rounds == 0 {
@@ -446,11 +478,15 @@ func writeTable(w io.Writer, rep report) {
 	}
 	for _, cs := range rep.Summary {
 		for _, name := range []string{clientWarren, clientAMQP091} {
-			if s := cs.Clients[name]; s != nil && s.Rounds > 1 {
+			if s := cs.Clients[name]; s != nil && s.Rounds > 1 && cs.Case.Kind != kindIdle {
 				fmt.Fprintf(w, "- %s %s: msgs/s range %.0f–%.0f over %d rounds\n", cs.Case.ID, name, s.MinMsgsPerS, s.MaxMsgsPerS, s.Rounds)
 			}
 		}
 	}
+}
+
+// writeErrors ends the table with the skipped cases and failed runs.
+func writeErrors(w io.Writer, rep report) {
 	if len(rep.Skipped) > 0 {
 		fmt.Fprintf(w, "Skipped (RabbitMQ %s): %s\n", rep.Machine.RabbitMQ, strings.Join(rep.Skipped, ", "))
 	}
