@@ -74,6 +74,7 @@ type Driver struct {
 
 	mu sync.Mutex
 	m  *statemachine.Conn // guarded by mu
+	ev statemachine.Event // the event being handed to the Handler (guarded by mu)
 
 	// The read side (lend.go). Guarded by mu unless atomic.
 	rowner     owner

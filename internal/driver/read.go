@@ -84,6 +84,9 @@ func (d *Driver) readLoop() {
 	}
 }
 
+// minRead is the least free space a read into the core's buffer gets.
+const minRead = 4 << 10
+
 // readLocked reads the socket once, with the lock released during the
 // read, and feeds and drains the core. It reports whether the handler
 // queued work. Called with mu held by the socket's reader.
@@ -94,7 +97,9 @@ func (d *Driver) readLocked() (queued bool) {
 	var buf []byte
 	partial := d.m.HasInput()
 	if partial {
-		buf = d.m.ReadBuffer(poolBufSize)
+		// Room for the rest of the frame and more: the core grows its
+		// buffer only when less than minRead is free.
+		buf = d.m.ReadBuffer(minRead)
 	}
 	d.mu.Unlock()
 	buf, n, err := d.sock.read(buf)
@@ -136,7 +141,10 @@ func (d *Driver) readLocked() (queued bool) {
 func (d *Driver) drainLocked() (queued bool) {
 	room := false
 	for {
-		e := d.m.NextEvent()
+		// A field, not a local: a local's address handed to the Handler
+		// interface would escape, an allocation per event.
+		d.ev = d.m.NextEvent()
+		e := &d.ev
 		switch e.Kind {
 		case statemachine.EventNone:
 			if room {
@@ -150,7 +158,7 @@ func (d *Driver) drainLocked() (queued bool) {
 			statemachine.EventChannelClosed, statemachine.EventClosed:
 			room = true
 		}
-		if d.h.Event(d.m, &e) {
+		if d.h.Event(d.m, e) {
 			queued = true
 		}
 	}
