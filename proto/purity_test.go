@@ -1,16 +1,17 @@
 // This file enforces the core's promise: proto, proto/frames,
 // proto/statemachine and everything else under proto/ are sans-IO. They
 // open no socket and no file, read no clock, take no lock and start no
-// goroutine; the driver in the root package does all of that and hands
-// the core bytes, times and events. TestPurity parses every non-test .go
+// goroutine; the driver (internal/driver) does all of that and hands the
+// core bytes, times and events. TestPurity parses every non-test .go
 // file under proto/ (generated ones included) and fails, naming the file
 // and line, on
 //
 //   - an import of net, os, syscall, crypto/tls, sync or sync/atomic, or of
 //     any net/... or os/... package;
-//   - a selector Now on the imported time package (time.Now, whatever the
-//     import's name), called or not, and a dot import of time, which would
-//     hide such a use from this check;
+//   - a selector of the imported time package (whatever the import's
+//     name), called or not, that reads the clock or starts a timer: Now,
+//     Since, Until, Sleep, After, AfterFunc, Tick, NewTimer, NewTicker; and
+//     a dot import of time, which would hide such a use from this check;
 //   - a go statement.
 //
 // Directories the go command ignores (testdata, and names starting with
@@ -29,6 +30,13 @@ import (
 	"strings"
 	"testing"
 )
+
+// clockFuncs are the time package's functions that read the clock or
+// start a timer: the core is handed the time instead.
+var clockFuncs = map[string]bool{
+	"Now": true, "Since": true, "Until": true, "Sleep": true, "After": true,
+	"AfterFunc": true, "Tick": true, "NewTimer": true, "NewTicker": true,
+}
 
 // forbiddenImport reports whether the core may not import path.
 func forbiddenImport(path string) bool {
@@ -86,8 +94,8 @@ func checkPurity(fset *token.FileSet, filename string, src any) ([]purityViolati
 		case *ast.GoStmt:
 			add(n, "go statement")
 		case *ast.SelectorExpr:
-			if x, ok := n.X.(*ast.Ident); ok && timeNames[x.Name] && n.Sel.Name == "Now" {
-				add(n, "uses time.Now")
+			if x, ok := n.X.(*ast.Ident); ok && timeNames[x.Name] && clockFuncs[n.Sel.Name] {
+				add(n, "uses time.%s", n.Sel.Name)
 			}
 		}
 		return true
@@ -239,6 +247,16 @@ import clock "time"
 
 func f() clock.Time { return clock.Now() }
 `, want: []string{"5: uses time.Now"}},
+		{name: "other clock reads", src: `package p
+
+import "time"
+
+func f(t time.Time) {
+	_ = time.Since(t)
+	time.Sleep(time.Second)
+	_ = time.NewTimer(time.Second)
+}
+`, want: []string{"6: uses time.Since", "7: uses time.Sleep", "8: uses time.NewTimer"}},
 		{name: "dot import of time", src: `package p
 
 import . "time"
