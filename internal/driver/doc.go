@@ -20,27 +20,39 @@
 //   - Handler.Event receives every event of the core, under the lock, on
 //     whichever goroutine reads; Handler.Perform runs the work Event
 //     queued (handing deliveries to consumers) on the reader goroutine,
-//     without the lock.
+//     without the lock. The events' byte slices alias the core's buffers:
+//     Event copies what it keeps.
 //   - RoomLocked says whether a channel may publish (write-buffer room,
 //     channel.flow, connection.blocked); Reclaim, Dying, Done, Close and
 //     Abort do what their names say.
 //
-// # Goroutines
+// # Goroutines and timers
 //
-// Two per connection: the reader and the writer. Nothing else runs while
-// a connection is idle, and an idle connection holds no read or write
-// buffer: they come from a pool when data arrives and go back when a read
-// is drained (the writer's after idleRelease without writes).
+// One goroutine per connection, the reader, plus a writer while there is
+// writing to do, and two timers. An idle connection has only the reader,
+// blocked in a read that holds no buffer: buffers come from a pool when
+// data arrives and go back when a read is drained.
 //
 //   - The reader reads the socket, feeds the core and drains its events
-//     (Handler.Event), then runs Handler.Perform. It shuts the driver down
-//     once the core has closed: it closes the socket and Done.
-//   - The writer writes what the core queues, everything pending in one
-//     write, and owns the clock: it calls HandleTimeout at the core's
-//     deadlines. While a write blocks, a timer passes the time in, so
-//     heartbeats and timeouts are not frozen by a peer that stops reading.
-//     It sets no write deadlines: an expired one breaks a TLS connection
-//     for good.
+//     (Handler.Event), then runs Handler.Perform. What the core queued in
+//     answer (the handshake, close-ok, flow-ok) it writes itself on a fast
+//     socket before it reads again. It shuts the driver down once the core
+//     has closed: it stops the timers and closes the socket and Done.
+//   - The writer goroutine is started when bytes wait and nobody holds the
+//     write side; it writes everything pending in one write, again and
+//     again, and ends after idleRelease with nothing to write. It sets no
+//     write deadlines: an expired one breaks a TLS connection for good.
+//   - The clock, a timer set for the core's deadline (heartbeats, the
+//     handshake and close timeouts), calls HandleTimeout when it passes,
+//     writes what that queued (a heartbeat) and kicks the reader. It runs
+//     whatever the reader and the writer are doing, so a peer that stops
+//     reading (a blocked write) or goes silent (a blocked read) is still
+//     timed out. It is re-armed whenever the core's deadline moves
+//     (pokeLocked, after every command, read and tick); time enters the
+//     core only here and at Start.
+//   - The idle timer runs idleRelease after the last read or write; if
+//     nothing happened since, the core trims its spare buffers (Trim) and
+//     the outbound buffer goes back to the pool.
 //
 // A core command that produces events outside a read (Close, a timeout)
 // is followed by a kick: a read deadline in the past interrupts the
@@ -77,7 +89,8 @@
 // # Who writes
 //
 // The write side has one holder at a time (wbusy): the writer goroutine,
-// or a goroutine in Unlock(FlushNow) on a fast socket. That goroutine
+// or, on a fast socket, a goroutine in Unlock(FlushNow), the reader
+// after a read, or the clock after a tick. That goroutine
 // writes the core's bytes itself with one non-blocking write when nobody
 // else holds the write side and nothing written earlier waits; what the
 // socket does not take is carried over to the writer, which writes it

@@ -145,9 +145,9 @@ func newDriver(nc net.Conn, m *statemachine.Conn, h Handler, opts Options, wrap 
 	return d
 }
 
-// Start starts the core (queueing the protocol header) and the reader and
-// writer goroutines. The handshake then runs on its own: the handler sees
-// EventConnected, or EventClosed with the reason it failed.
+// Start starts the core (queueing the protocol header, which goes out at
+// once) and the reader goroutine. The handshake then runs on its own: the
+// handler sees EventConnected, or EventClosed with the reason it failed.
 func (d *Driver) Start() {
 	d.mu.Lock()
 	d.clock = time.AfterFunc(time.Hour, d.onClock)
