@@ -109,6 +109,26 @@ func (b *scriptedBroker) answerChannel(confirm bool) error {
 	return nil
 }
 
+// serveMethods hands each method the client sends to on, until the
+// client's connection.close, which it answers with close-ok (then it
+// drains the stream until the client closes it), or the stream's end.
+func (b *scriptedBroker) serveMethods(on func(m frames.Method)) {
+	for {
+		m, _, err := b.readMethod()
+		if err != nil {
+			return
+		}
+		if _, ok := m.(*frames.ConnectionClose); ok {
+			b.send(0, &frames.ConnectionCloseOK{})
+			_, _ = io.Copy(io.Discard, b.conn)
+			return
+		}
+		if on != nil {
+			on(m)
+		}
+	}
+}
+
 func newScripted(t *testing.T, conn net.Conn) *scriptedBroker {
 	return &scriptedBroker{t: t, conn: conn}
 }
@@ -263,20 +283,11 @@ func TestDriverChannelFlowPausesPublishes(t *testing.T) {
 			}
 			<-resume
 			b.send(1, &frames.ChannelFlow{Active: true})
-			for {
-				m, _, err := b.readMethod()
-				if err != nil {
-					return
+			b.serveMethods(func(m frames.Method) {
+				if p, ok := m.(*frames.BasicPublish); ok {
+					published <- p.RoutingKey
 				}
-				switch m := m.(type) {
-				case *frames.BasicPublish:
-					published <- m.RoutingKey
-				case *frames.ConnectionClose:
-					b.send(0, &frames.ConnectionCloseOK{})
-					_, _ = io.Copy(io.Discard, server)
-					return
-				}
-			}
+			})
 		}}
 		defer connector.Wait()
 		ctx := context.Background()
@@ -284,7 +295,10 @@ func TestDriverChannelFlowPausesPublishes(t *testing.T) {
 		require.NoError(t, err)
 		ch, err := conn.Channel(ctx)
 		require.NoError(t, err)
-		synctest.Wait() // the flow=false has been handled
+		// Past the lend period (the socket may have been lent to the
+		// goroutine that opened the channel), so the flow=false is read.
+		time.Sleep(10 * time.Millisecond)
+		synctest.Wait()
 
 		short, cancel := context.WithTimeout(ctx, time.Second)
 		err = ch.Publish(short, "", "paused", Publishing{Body: []byte("x")})
