@@ -243,10 +243,8 @@ func (ch *Channel) call(ctx context.Context, method frames.Method) (frames.Metho
 		c.d.Unlock(driver.FlushLater)
 		return nil, nil, nil
 	}
-	w := newWaiter(ch)
-	c.requests[tok] = w
-	c.d.Unlock(driver.FlushNow)
-	if err := c.d.Await(ctx, w.done); err != nil {
+	w, err := c.awaitReplyLocked(ctx, ch, tok)
+	if err != nil {
 		return nil, nil, err
 	}
 	return w.reply, w.msg, w.err

@@ -333,10 +333,8 @@ func (c *Connection) UpdateSecret(ctx context.Context, secret, reason string) er
 		c.d.Unlock(driver.FlushLater)
 		return err
 	}
-	w := newWaiter(nil)
-	c.requests[tok] = w
-	c.d.Unlock(driver.FlushNow)
-	if err := c.d.Await(ctx, w.done); err != nil {
+	w, err := c.awaitReplyLocked(ctx, nil, tok)
+	if err != nil {
 		return err
 	}
 	return w.err

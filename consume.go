@@ -279,10 +279,8 @@ func (ch *Channel) Consume(ctx context.Context, queue string, opts ConsumeOption
 	}
 	ch.consumers[cons.tag] = cons
 	ch.lastCons = nil
-	w := newWaiter(ch)
-	c.requests[tok] = w
-	c.d.Unlock(driver.FlushNow)
-	if err := c.d.Await(ctx, w.done); err != nil {
+	w, err := c.awaitReplyLocked(ctx, ch, tok)
+	if err != nil {
 		// Nobody will hold this consumer: cancel it. Its deliveries, if
 		// consume-ok comes after all, go back to the queue unacked.
 		m := c.d.Lock()

@@ -1,6 +1,9 @@
 package warren
 
 import (
+	"context"
+
+	"github.com/warren-amqp/warren/internal/driver"
 	"github.com/warren-amqp/warren/proto/frames"
 	"github.com/warren-amqp/warren/proto/statemachine"
 )
@@ -14,7 +17,20 @@ type waiter struct {
 	err   error
 }
 
-func newWaiter(ch *Channel) *waiter { return &waiter{ch: ch, done: make(chan struct{})} }
+// awaitReplyLocked registers a waiter for the request the core gave
+// token tok (on channel ch, nil for the connection's own requests),
+// releases the driver's lock writing the request out, and waits for the
+// reply or ctx. The error is ctx's; the request's own outcome is in the
+// waiter.
+func (c *Connection) awaitReplyLocked(ctx context.Context, ch *Channel, tok statemachine.Token) (*waiter, error) {
+	w := &waiter{ch: ch, done: make(chan struct{})}
+	c.requests[tok] = w
+	c.d.Unlock(driver.FlushNow)
+	if err := c.d.Await(ctx, w.done); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
 
 func (w *waiter) resolve(reply frames.Method, msg *Delivery, err error) {
 	w.reply, w.msg, w.err = reply, msg, err

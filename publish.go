@@ -208,10 +208,8 @@ func (ch *Channel) ConfirmSelect(ctx context.Context) error {
 		return err
 	}
 	ch.confirming = true // the broker numbers publishes from here on
-	w := newWaiter(ch)
-	c.requests[tok] = w
-	c.d.Unlock(driver.FlushNow)
-	if err := c.d.Await(ctx, w.done); err != nil {
+	w, err := c.awaitReplyLocked(ctx, ch, tok)
+	if err != nil {
 		return err
 	}
 	if w.err != nil {

@@ -155,11 +155,7 @@ func (d *Driver) Start() {
 	d.m.Start(d.now())
 	d.wg.Add(1)
 	go d.readLoop()
-	if d.directOKLocked() { // the protocol header
-		d.flushDirectLocked()
-	} else {
-		d.unlockPoke()
-	}
+	d.unlockWrite() // the protocol header
 }
 
 // now is the one place the driver reads the clock.
@@ -182,8 +178,8 @@ func (d *Driver) Unlock(f Flush) {
 		d.batched = d.batched || d.m.OutboundLen() > 0
 		d.armClockLocked()
 		d.mu.Unlock()
-	case f == FlushNow && d.directOKLocked():
-		d.flushDirectLocked()
+	case f == FlushNow:
+		d.unlockWrite()
 	default:
 		d.unlockPoke()
 	}

@@ -50,10 +50,10 @@ func (d *Driver) readLoop() {
 			lend = false
 		}
 		d.performing = queued
-		if read && d.directOKLocked() {
+		if read {
 			// What the core queued in answer (handshake, close-ok, flow-ok)
 			// goes out from here: the reader is about to wait for input.
-			d.flushDirectLocked()
+			d.unlockWrite()
 		} else {
 			d.unlockPoke()
 		}
@@ -63,11 +63,7 @@ func (d *Driver) readLoop() {
 			d.performing = false
 			if d.batched { // the handlers' acks, written before the next read
 				d.batched = false
-				if d.directOKLocked() {
-					d.flushDirectLocked()
-				} else {
-					d.unlockPoke()
-				}
+				d.unlockWrite()
 			} else {
 				d.mu.Unlock()
 			}

@@ -177,11 +177,7 @@ func (d *Driver) onClock() {
 	}
 	d.armed = time.Time{} // this timer has fired
 	d.m.HandleTimeout(d.now())
-	if d.directOKLocked() {
-		d.flushDirectLocked()
-	} else {
-		d.unlockPoke()
-	}
+	d.unlockWrite()
 	d.kick()
 }
 
@@ -216,6 +212,17 @@ func (d *Driver) onIdle() {
 		}
 	}
 	d.m.Trim()
+}
+
+// unlockWrite releases mu, writing what the core has queued from the
+// calling goroutine when it can (directOKLocked), else leaving it to the
+// writer goroutine (unlockPoke).
+func (d *Driver) unlockWrite() {
+	if d.directOKLocked() {
+		d.flushDirectLocked()
+	} else {
+		d.unlockPoke()
+	}
 }
 
 // directOKLocked reports whether the calling goroutine may write the

@@ -196,18 +196,7 @@ func (c *Conn) Start(now time.Time) {
 // them; p may be reused at once. Frames are parsed as NextEvent is called.
 // Like Adopt, ReadBuffer and NextEvent, it invalidates the slices of
 // earlier events.
-func (c *Conn) Feed(p []byte) error {
-	if err := c.feedable(); err != nil || len(p) == 0 {
-		return err
-	}
-	c.recvSinceTick = true
-	if c.broken {
-		return nil
-	}
-	c.compact()
-	c.in = append(c.in, p...)
-	return nil
-}
+func (c *Conn) Feed(p []byte) error { return c.take(p, false) }
 
 // Adopt is Feed for bytes just read into p, without the copy when it can
 // be avoided: when the machine holds no unparsed input (HasInput is
@@ -215,7 +204,12 @@ func (c *Conn) Feed(p []byte) error {
 // appends p to the bytes it holds. Either way the caller gives p up: it
 // must not touch p's array again, unless ReleaseInput hands it back. The
 // errors are Feed's.
-func (c *Conn) Adopt(p []byte) error {
+func (c *Conn) Adopt(p []byte) error { return c.take(p, true) }
+
+// take is Feed (keep false) and Adopt (keep true): p's bytes join the
+// input, and with keep, p's array becomes the input buffer when the
+// machine holds no unparsed input.
+func (c *Conn) take(p []byte, keep bool) error {
 	if err := c.feedable(); err != nil || len(p) == 0 {
 		return err
 	}
@@ -224,7 +218,7 @@ func (c *Conn) Adopt(p []byte) error {
 		return nil
 	}
 	c.compact()
-	if len(c.in) == 0 {
+	if keep && len(c.in) == 0 {
 		c.in = p
 		return nil
 	}
