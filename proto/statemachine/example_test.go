@@ -23,7 +23,7 @@ func brokerAddr() string {
 // This example embeds the core in a hand-written event loop over a
 // net.Conn: one goroutine, read deadlines standing in for the timer. It
 // declares a queue, publishes a message with confirms, fetches it back with
-// basic.get and closes.
+// basic.get, deletes the queue and closes.
 func Example_eventLoop() {
 	nc, err := net.DialTimeout("tcp", brokerAddr(), 5*time.Second)
 	if err != nil {
@@ -51,6 +51,7 @@ func Example_eventLoop() {
 		done    bool
 		declare statemachine.Token // the queue.declare's token
 		get     statemachine.Token // the basic.get's token
+		del     statemachine.Token // the queue.delete's token
 		note    = "hello"          // the publish's ref
 	)
 	for !done {
@@ -77,6 +78,11 @@ func Example_eventLoop() {
 					fmt.Println("queue declared")
 				case e.Token == get:
 					fmt.Printf("got %q (%s)\n", e.Message.Body, e.Message.Properties.ContentType)
+					// A queue read only with basic.get is never auto-deleted:
+					// delete it, then close.
+					del, _ = c.Call(ch, &frames.QueueDelete{Queue: queue})
+				case e.Token == del:
+					fmt.Println("queue deleted")
 					_ = c.Close(proto.Reply{Text: "bye"})
 				}
 			case statemachine.EventClosed:
@@ -118,5 +124,6 @@ func Example_eventLoop() {
 	// queue declared
 	// publish 1 (hello) acked: true
 	// got "hello, sans-IO" (text/plain)
+	// queue deleted
 	// closed, error: <nil>
 }
