@@ -30,8 +30,8 @@ func brokerUser(t *testing.T) (user, password string) {
 
 // mechanism is the SASL mechanism the connection logged in with.
 func (c *Connection) mechanism() string {
-	m := c.d.Lock()
-	defer c.d.Unlock(driver.FlushLater)
+	m := c.lock()
+	defer c.unlock(driver.FlushLater)
 	return m.Mechanism()
 }
 
@@ -136,7 +136,9 @@ func TestBrokerCloseConnectionByOperator(t *testing.T) {
 	}
 	ctx := brokerCtx(t)
 	name := fmt.Sprintf("warren-test-close-%d", time.Now().UnixNano())
-	c := dialURL(t, brokerURL(), Config{ConnectionName: name})
+	// Recovery off: the close ends the connection (with recovery on, see
+	// TestBrokerRecovery*).
+	c := dialURL(t, brokerURL(), Config{ConnectionName: name, Recovery: Recovery{Disabled: true}})
 	require.Equal(t, name, c.Name())
 	closes := c.NotifyClose(make(chan error, 1))
 	ch := newChannel(t, ctx, c)

@@ -38,7 +38,12 @@ type Channel struct {
 	reopening   chan struct{} // closed when a reopening finishes
 	closed      chan struct{} // closed when the incarnation Close closes has closed
 	consumers   map[string]*consumer
-	lastCons    *consumer // the consumer found for the last delivery
+	lastCons    *consumer   // the consumer found for the last delivery
+	consSeq     uint64      // numbers consumers in the order they started
+	ending      []*consumer // consumers a recovery gave up on: they end when the channel next opens
+	restorer    bool        // a recovery's own channel: passes the gate, never restored itself
+	txDirty     bool        // tx mode: published or settled since the last commit or rollback
+	txLost      bool        // tx mode: a connection loss discarded the transaction in progress
 
 	// The application's intent, replayed on every incarnation.
 	confirming bool
@@ -88,7 +93,7 @@ type Return struct {
 // Channel opens a new channel.
 func (c *Connection) Channel(ctx context.Context) (*Channel, error) {
 	ch := &Channel{conn: c}
-	if err := ch.open(ctx); err != nil {
+	if err := ch.open(ctx, true); err != nil {
 		ch.abandon()
 		return nil, err
 	}
@@ -96,13 +101,20 @@ func (c *Connection) Channel(ctx context.Context) (*Channel, error) {
 }
 
 // open allocates an id, sends channel.open and replays the channel's
-// modes; it waits for open-ok.
-func (ch *Channel) open(ctx context.Context) error {
+// modes; it waits for open-ok. Gated, it first waits for a recovery to
+// finish (a recovery reopens channels ungated).
+func (ch *Channel) open(ctx context.Context, gated bool) error {
 	c := ch.conn
-	m := c.d.Lock()
+	m := c.lock()
+	if gated && !ch.restorer {
+		var err error
+		if m, err = c.waitOpenLocked(ctx); err != nil {
+			return err
+		}
+	}
 	id, err := m.OpenChannel()
 	if err != nil {
-		c.d.Unlock(driver.FlushLater)
+		c.unlock(driver.FlushLater)
 		return err
 	}
 	ch.id = id
@@ -113,12 +125,12 @@ func (ch *Channel) open(ctx context.Context) error {
 	c.chans[id] = ch
 	delete(c.between, ch)
 	ch.replayLocked(m)
-	c.d.Unlock(driver.FlushNow)
-	if err := c.d.Await(ctx, opened); err != nil {
+	c.unlock(driver.FlushNow)
+	if err := c.await(ctx, opened); err != nil {
 		return err
 	}
-	c.d.Lock()
-	defer c.d.Unlock(driver.FlushLater)
+	c.lock()
+	defer c.unlock(driver.FlushLater)
 	return ch.openErr
 }
 
@@ -152,49 +164,57 @@ func (ch *Channel) openedLocked(err error) {
 // its id is not held by a Channel nobody has.
 func (ch *Channel) abandon() {
 	c := ch.conn
-	m := c.d.Lock()
+	m := c.lock()
 	ch.userClosed = true
-	if ch.lastErr == nil {
+	delete(c.between, ch)
+	if ch.lastErr == nil && ch.id != 0 {
 		_ = m.CloseChannel(ch.id, proto.Reply{Code: proto.ReplySuccess, Text: "open abandoned"})
 	}
-	c.d.Unlock(driver.FlushLater)
+	c.unlock(driver.FlushLater)
 }
 
 // ready makes sure the channel is open, reopening it after a channel
-// error. Concurrent callers share one reopening.
+// error, and waits while the connection recovers. Concurrent callers
+// share one reopening.
 func (ch *Channel) ready(ctx context.Context) error {
 	c := ch.conn
 	for {
-		m := c.d.Lock()
+		m := c.lock()
+		if !ch.restorer && !ch.userClosed {
+			var err error
+			if m, err = c.waitOpenLocked(ctx); err != nil {
+				return err
+			}
+		}
 		switch {
 		case ch.userClosed:
-			c.d.Unlock(driver.FlushLater)
+			c.unlock(driver.FlushLater)
 			return ErrClosed
 		case ch.reopening != nil:
 			wait := ch.reopening
-			c.d.Unlock(driver.FlushLater)
-			if err := c.d.Await(ctx, wait); err != nil {
+			c.unlock(driver.FlushLater)
+			if err := c.await(ctx, wait); err != nil {
 				return err
 			}
 			continue
 		case ch.lastErr == nil:
-			c.d.Unlock(driver.FlushLater)
+			c.unlock(driver.FlushLater)
 			return nil
 		}
 		if m.State() != statemachine.StateOpen {
 			err := c.closedErrLocked(m)
-			c.d.Unlock(driver.FlushLater)
+			c.unlock(driver.FlushLater)
 			return err
 		}
 		done := make(chan struct{})
 		ch.reopening = done
-		c.d.Unlock(driver.FlushLater)
-		err := ch.open(ctx)
-		c.d.Lock()
+		c.unlock(driver.FlushLater)
+		err := ch.open(ctx, false)
+		c.lock()
 		ch.reopening = nil
 		close(done)
 		id, inc := ch.id, ch.incarnation
-		c.d.Unlock(driver.FlushLater)
+		c.unlock(driver.FlushLater)
 		if err != nil {
 			return fmt.Errorf("amqp: reopening channel: %w", err)
 		}
@@ -203,25 +223,31 @@ func (ch *Channel) ready(ctx context.Context) error {
 	}
 }
 
-// openLocked reports whether calls may go out on the current incarnation
-// without (re)opening it first.
-func (ch *Channel) openLocked() bool {
+// liveLocked reports whether the current incarnation is open: its
+// deliveries may be settled.
+func (ch *Channel) liveLocked() bool {
 	return ch.lastErr == nil && ch.reopening == nil && !ch.userClosed
+}
+
+// openLocked reports whether calls may go out on the current incarnation
+// without (re)opening it, or waiting for a recovery, first.
+func (ch *Channel) openLocked() bool {
+	return ch.liveLocked() && (ch.conn.state == ConnOpen || ch.restorer)
 }
 
 // ID returns the channel's current id (it may change when the channel is
 // reopened after an error).
 func (ch *Channel) ID() uint16 {
-	ch.conn.d.Lock()
-	defer ch.conn.d.Unlock(driver.FlushLater)
+	ch.conn.lock()
+	defer ch.conn.unlock(driver.FlushLater)
 	return ch.id
 }
 
 // Incarnation counts how often the channel was opened: 1 at first, +1 for
 // each reopening after a channel error.
 func (ch *Channel) Incarnation() uint64 {
-	ch.conn.d.Lock()
-	defer ch.conn.d.Unlock(driver.FlushLater)
+	ch.conn.lock()
+	defer ch.conn.unlock(driver.FlushLater)
 	return ch.incarnation
 }
 
@@ -232,15 +258,15 @@ func (ch *Channel) call(ctx context.Context, method frames.Method) (frames.Metho
 		return nil, nil, err
 	}
 	c := ch.conn
-	m := c.d.Lock()
+	m := c.lock()
 	tok, err := m.Call(ch.id, method)
 	if err != nil {
 		err = ch.wrapErr(err)
-		c.d.Unlock(driver.FlushLater)
+		c.unlock(driver.FlushLater)
 		return nil, nil, err
 	}
 	if tok == 0 { // no reply
-		c.d.Unlock(driver.FlushLater)
+		c.unlock(driver.FlushLater)
 		return nil, nil, nil
 	}
 	w, err := c.awaitReplyLocked(ctx, ch, tok)
@@ -258,10 +284,11 @@ func (ch *Channel) wrapErr(err error) error {
 	return err
 }
 
-// onClosedLocked handles the end of an incarnation: consumers end,
-// unconfirmed publishes fail with ErrMaybeSent, the offsets move past the
-// incarnation's tags, and the listeners learn why. (The requests pending
-// on it failed by their own events just before.)
+// onClosedLocked handles the end of an incarnation: unconfirmed
+// publishes fail with ErrMaybeSent, the offsets move past the
+// incarnation's tags, and, unless a recovery will restore the channel,
+// consumers end and the listeners learn why. (The requests pending on it
+// failed by their own events just before.)
 func (ch *Channel) onClosedLocked(m *statemachine.Conn, e *statemachine.Event) {
 	c := ch.conn
 	failWith := e.Err
@@ -280,10 +307,29 @@ func (ch *Channel) onClosedLocked(m *statemachine.Conn, e *statemachine.Event) {
 	ch.maxTag = 0
 	ch.seqOffset += ch.lastSeq
 	ch.lastSeq = 0
+	ch.openedLocked(failWith)
+	if ch.closed != nil {
+		close(ch.closed)
+		ch.closed = nil
+	}
+	ch.lastErr = failWith
+	if ch.tx && ch.txDirty {
+		ch.txLost, ch.txDirty = true, false
+	}
+	// Restored: the connection was lost and a recovery follows, or one is
+	// under way. The consumers stay, to consume again on the next
+	// incarnation; nobody but the recovery's listeners hears of it.
+	restored := !ch.userClosed && (c.state == ConnRecovering || (m.State() != statemachine.StateOpen && c.recoversLocked(m.Err())))
+	if restored {
+		if !ch.restorer {
+			c.addBetween(ch)
+		}
+		return
+	}
 	// Closed alone (by Close or a channel error), the channel takes its
 	// consumers with it for good: a reopened channel does not consume
 	// again, so they leave the topology. When the whole connection closes
-	// they stay, for a reconnecting client to consume again.
+	// they stay in the record.
 	channelOnly := m.State() == statemachine.StateOpen
 	for tag, cons := range ch.consumers {
 		cons.err = failWith
@@ -293,25 +339,24 @@ func (ch *Channel) onClosedLocked(m *statemachine.Conn, e *statemachine.Event) {
 			c.topo.deleteConsumer(tag)
 		}
 	}
-	ch.openedLocked(failWith)
-	if ch.closed != nil {
-		close(ch.closed)
-		ch.closed = nil
-	}
-	ch.lastErr = failWith
 	if e.Err != nil {
 		for _, l := range ch.closeListeners {
 			l.post(e.Err)
 		}
 	}
-	if ch.userClosed || !channelOnly {
+	if ch.userClosed || !channelOnly || ch.restorer {
 		ch.finishLocked()
 	} else {
-		if c.between == nil {
-			c.between = make(map[*Channel]struct{})
-		}
-		c.between[ch] = struct{}{}
+		c.addBetween(ch)
 	}
+}
+
+// addBetween notes a Channel between incarnations.
+func (c *Connection) addBetween(ch *Channel) {
+	if c.between == nil {
+		c.between = make(map[*Channel]struct{})
+	}
+	c.between[ch] = struct{}{}
 }
 
 // finishLocked closes the channel's listeners: no incarnation follows.
@@ -336,25 +381,33 @@ func (ch *Channel) finishLocked() {
 // Close closes the channel; later calls fail with ErrClosed.
 func (ch *Channel) Close(ctx context.Context) error {
 	c := ch.conn
-	m := c.d.Lock()
+	m := c.lock()
 	if ch.userClosed {
-		c.d.Unlock(driver.FlushLater)
+		c.unlock(driver.FlushLater)
 		return nil
 	}
 	ch.userClosed = true
 	if ch.lastErr != nil {
+		// Between incarnations (after a channel error, or during a
+		// recovery, which then leaves it closed): consumers a recovery
+		// kept end here.
+		for tag, cons := range ch.consumers {
+			ch.dropConsumerLocked(tag)
+			c.topo.deleteConsumer(tag)
+			cons.endDetachedLocked(ErrClosed)
+		}
 		ch.finishLocked()
-		c.d.Unlock(driver.FlushLater)
+		c.unlock(driver.FlushLater)
 		return nil
 	}
 	if err := m.CloseChannel(ch.id, proto.Reply{Code: proto.ReplySuccess, Text: "closed by client"}); err != nil {
-		c.d.Unlock(driver.FlushLater)
+		c.unlock(driver.FlushLater)
 		return nil // the connection is already gone
 	}
 	closed := make(chan struct{})
 	ch.closed = closed
-	c.d.Unlock(driver.FlushNow)
-	return c.d.Await(ctx, closed)
+	c.unlock(driver.FlushNow)
+	return c.await(ctx, closed)
 }
 
 // Err returns why the channel's current incarnation closed (a
@@ -363,8 +416,8 @@ func (ch *Channel) Close(ctx context.Context) error {
 // Err becomes nil again; use NotifyClose to see every error as it happens,
 // for example when only publishing without confirms.
 func (ch *Channel) Err() error {
-	ch.conn.d.Lock()
-	defer ch.conn.d.Unlock(driver.FlushLater)
+	ch.conn.lock()
+	defer ch.conn.unlock(driver.FlushLater)
 	if ch.userClosed && errors.Is(ch.lastErr, ErrClosed) {
 		return ErrClosed
 	}
@@ -401,8 +454,8 @@ func (ch *Channel) NotifyConfirm(c chan ConfirmNotice) chan ConfirmNotice {
 
 // addListener registers l on ch, or closes it at once if ch has finished.
 func addListener[T any](ch *Channel, list *[]*listener[T], l *listener[T], c chan T) chan T {
-	ch.conn.d.Lock()
-	defer ch.conn.d.Unlock(driver.FlushLater)
+	ch.conn.lock()
+	defer ch.conn.unlock(driver.FlushLater)
 	if ch.finished {
 		l.close()
 		return c

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,6 +45,9 @@ type Config struct {
 	// ConsumerBuffer is the capacity of each consumer's delivery channel
 	// and the default prefetch of manual-ack consumers. Default 256.
 	ConsumerBuffer int
+	// Recovery configures automatic recovery after a connection loss
+	// (on by default for Dial, DialWith, DialAny and Connect).
+	Recovery Recovery
 	// Logger receives the client's log lines; nil means silent.
 	Logger *slog.Logger
 	// Trace, when set, receives every frame sent or received, one line
@@ -83,39 +87,86 @@ const (
 // Connection is an AMQP connection to a broker. It is safe for concurrent
 // use by many goroutines.
 //
-// A Connection is a handle over one driver (internal/driver), which owns
-// the socket, the protocol core and the goroutines that move bytes and
-// time; see the package documentation for how they work together. What the
-// Connection keeps itself is the application's side: its channels,
-// consumers, the requests it waits for, its listeners, and what it
-// declared.
+// A Connection is a handle over one driver at a time (internal/driver),
+// which owns the socket, the protocol core and the goroutines that move
+// bytes and time; see the package documentation for how they work
+// together. What the Connection keeps itself is the application's side:
+// its channels, consumers, the requests it waits for, its listeners, and
+// what it declared. When the connection is lost and recovery is on (see
+// Recovery), a new driver replaces the dead one under the same handles.
 type Connection struct {
 	cfg       Config
 	log       *slog.Logger
-	d         *driver.Driver
-	connector Connector
+	endpoints []endpoint // where recovery dials; empty for Open (no recovery)
+	rec       Recovery   // the configuration, with defaults filled in
+	shuffle   bool       // each recovery walks the endpoints in a new random order
 	topo      topology
 
-	// Guarded by the driver's lock: held between d.Lock and d.Unlock, and
-	// while the driver calls the handler's Event.
+	// mu is the lock of every driver this connection has had
+	// (driver.Options.Mutex): it guards the current core and everything
+	// below, whichever driver is current.
+	mu       sync.Mutex
+	d        atomic.Pointer[driver.Driver] // the current driver; replaced under mu
+	done     chan struct{}                 // closed when the connection has ended for good
+	doneOnce sync.Once
+
+	// Guarded by mu.
+	connector      Connector             // the current endpoint's
+	address        string                // the current endpoint's name (redacted URI)
+	state          ConnState             // open, recovering or closed
+	gate           chan struct{}         // while recovering: closed when calls may go on
+	recCancel      context.CancelFunc    // stops the recovery goroutine
+	recDone        chan struct{}         // closed when the recovery goroutine has ended; nil when none runs
+	lostAt         time.Time             // when the connection was last lost
+	userClosed     bool                  // Close was called
+	blocked        bool                  // the broker blocks the current connection
+	secretPending  int                   // update-secret requests awaiting their reply
 	chans          map[uint16]*Channel   // the open (or opening) incarnations, by id
 	between        map[*Channel]struct{} // Channels between incarnations (closed by an error, not reopened yet)
 	requests       map[statemachine.Token]*waiter
-	connected      chan struct{} // closed when the handshake ends, either way
-	opened         bool          // the handshake succeeded
-	ended          bool          // EventClosed was handled
-	err            error         // why the connection closed
+	ended          bool  // the connection has ended for good
+	err            error // why it ended
 	closeListeners []*listener[error]
 	blockListeners []*listener[Blocking]
+	recListeners   []*listener[RecoveryEvent]
 
 	// Owned by the goroutine reading the socket (driver.Handler's
-	// contract): Event fills acts and Perform empties them.
+	// contract): Event fills acts and Perform empties them. A new driver
+	// starts only once the last one's goroutines have ended.
 	acts    []action
 	strings frames.Interner
 	intern  func([]byte) string // strings.String, bound once
 	slab    []byte              // block that small delivery bodies are copied into
 
 	inHandler atomic.Bool // a ConsumeOptions.Handler runs on the reader goroutine
+}
+
+// ConnState is the state of a Connection: see Connection.State.
+type ConnState uint8
+
+// The states of a Connection.
+const (
+	// ConnOpen: the connection is open and calls go out at once.
+	ConnOpen ConnState = iota
+	// ConnRecovering: the connection was lost and recovery is dialling
+	// and restoring; calls wait for it (bounded by their contexts), or
+	// fail with ErrRecovering under Recovery.FailFast.
+	ConnRecovering
+	// ConnClosed: the connection has ended for good (Close, recovery
+	// gave up, or a loss with recovery off).
+	ConnClosed
+)
+
+func (s ConnState) String() string {
+	switch s {
+	case ConnOpen:
+		return "open"
+	case ConnRecovering:
+		return "recovering"
+	case ConnClosed:
+		return "closed"
+	}
+	return fmt.Sprintf("ConnState(%d)", uint8(s))
 }
 
 // Blocking is a connection.blocked (Active true, with the broker's
@@ -132,8 +183,38 @@ type Blocking struct {
 // Open runs the AMQP handshake over nc, a byte stream already connected
 // to the broker (a net.Conn from any transport), and returns the open
 // Connection. The context bounds the handshake only. On failure nc is
-// closed.
+// closed. A Connection opened this way cannot dial again, so it does not
+// recover: use Connect, Dial or DialWith for that.
 func Open(ctx context.Context, nc net.Conn, cfg Config) (*Connection, error) {
+	return open(ctx, nc, cfg, nil)
+}
+
+// open makes the Connection and runs the first handshake; eps are the
+// endpoints recovery may dial (none: no recovery).
+func open(ctx context.Context, nc net.Conn, cfg Config, eps []endpoint) (*Connection, error) {
+	cfg = withDefaults(cfg)
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	c := &Connection{
+		cfg:       cfg,
+		log:       log,
+		endpoints: eps,
+		rec:       cfg.Recovery.withDefaults(),
+		done:      make(chan struct{}),
+		chans:     make(map[uint16]*Channel),
+		requests:  make(map[statemachine.Token]*waiter),
+	}
+	c.intern = c.strings.String
+	if _, err := c.handshake(ctx, nc, cfg); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// withDefaults fills in Config's defaults.
+func withDefaults(cfg Config) Config {
 	if len(cfg.Auth) == 0 {
 		cfg.Auth = []Authenticator{
 			PlainAuth{Username: "guest", Password: "guest"},
@@ -143,6 +224,13 @@ func Open(ctx context.Context, nc net.Conn, cfg Config) (*Connection, error) {
 	if cfg.ConsumerBuffer <= 0 {
 		cfg.ConsumerBuffer = defaultConsumerBuffer
 	}
+	return cfg
+}
+
+// handshake makes a new core and driver over nc, makes the driver
+// current, and runs the AMQP handshake within ctx. On failure nc is
+// closed and the driver's goroutines have ended.
+func (c *Connection) handshake(ctx context.Context, nc net.Conn, cfg Config) (*driver.Driver, error) {
 	handshakeTimeout := time.Duration(0)
 	if dl, ok := ctx.Deadline(); ok {
 		handshakeTimeout = time.Until(dl)
@@ -168,94 +256,124 @@ func Open(ctx context.Context, nc net.Conn, cfg Config) (*Connection, error) {
 		nc.Close()
 		return nil, err
 	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	c := &Connection{
-		cfg:       cfg,
-		log:       log,
-		chans:     make(map[uint16]*Channel),
-		requests:  make(map[statemachine.Token]*waiter),
-		connected: make(chan struct{}),
-	}
-	c.intern = c.strings.String
-	c.d = driver.New(nc, m, (*events)(c), driver.Options{WriteBufferLimit: cfg.WriteBufferLimit, Logger: log})
-	c.d.Start()
-
-	if err := c.d.Await(ctx, c.connected); err != nil {
-		c.d.Abort()
+	h := &events{c: c, connected: make(chan struct{})}
+	d := driver.New(nc, m, h, driver.Options{
+		WriteBufferLimit: cfg.WriteBufferLimit, Logger: c.log, Mutex: &c.mu, OnShutdown: h.shutdown,
+	})
+	h.d = d
+	// Current before it starts: its events are this connection's. (The
+	// last driver's goroutines have ended; calls wait for the handshake,
+	// and for a recovery's restoring, at the gate.)
+	c.mu.Lock()
+	c.d.Store(d)
+	c.mu.Unlock()
+	d.Start()
+	if err := d.Await(ctx, h.connected); err != nil {
+		d.Abort()
 		return nil, fmt.Errorf("amqp: handshake: %w", err)
 	}
-	c.d.Lock()
-	ok, herr := c.opened, c.err
-	c.connected = nil // closed, and never needed again
-	c.d.Unlock(driver.FlushLater)
+	c.mu.Lock()
+	ok, herr := h.opened, h.err
+	c.mu.Unlock()
 	if !ok {
-		c.d.Wait()
+		d.Wait()
 		return nil, herr
 	}
-	return c, nil
+	return d, nil
 }
 
-// IsAlive reports whether the connection is open: false once it is
-// closing or closed.
+// drv returns the current driver.
+func (c *Connection) drv() *driver.Driver { return c.d.Load() }
+
+// lock takes the connection's lock (every driver's) and returns the
+// current core.
+func (c *Connection) lock() *statemachine.Conn {
+	c.mu.Lock()
+	return c.d.Load().Core()
+}
+
+// unlock releases the lock, writing what was queued meanwhile as f says
+// (see driver.Flush).
+func (c *Connection) unlock(f driver.Flush) { c.d.Load().Unlock(f) }
+
+// await waits until done is closed or ctx ends (see driver.Await).
+func (c *Connection) await(ctx context.Context, done <-chan struct{}) error {
+	return c.d.Load().Await(ctx, done)
+}
+
+// IsAlive reports whether the connection is open: false while it is
+// recovering, closing or closed.
 func (c *Connection) IsAlive() bool {
-	m := c.d.Lock()
-	defer c.d.Unlock(driver.FlushLater)
-	return m.State() == statemachine.StateOpen
+	m := c.lock()
+	defer c.unlock(driver.FlushLater)
+	return c.state == ConnOpen && m.State() == statemachine.StateOpen
 }
 
-// Err returns why the connection closed, or nil while it is open or after
-// a clean Close. The error matches ErrConnectionLost or
-// ErrHeartbeatTimeout with errors.Is when the network failed, and is a
-// *ConnectionError (errors.As) when the broker or Warren closed it.
+// State reports whether the connection is open, recovering or closed.
+func (c *Connection) State() ConnState {
+	c.lock()
+	defer c.unlock(driver.FlushLater)
+	return c.state
+}
+
+// Err returns why the connection ended, or nil while it is open or
+// recovering, and after a clean Close. The error matches
+// ErrConnectionLost or ErrHeartbeatTimeout with errors.Is when the
+// network failed, and is a *ConnectionError (errors.As) when the broker
+// or Warren closed it; when recovery gave up it wraps ErrGaveUp and the
+// last attempt's error.
 func (c *Connection) Err() error {
 	select {
-	case <-c.d.Done():
+	case <-c.done:
 	default:
 		return nil
 	}
-	c.d.Lock()
-	defer c.d.Unlock(driver.FlushLater)
+	c.lock()
+	defer c.unlock(driver.FlushLater)
 	return c.err
 }
 
-// Done is closed when the connection has closed and its goroutines are
-// ending.
-func (c *Connection) Done() <-chan struct{} { return c.d.Done() }
+// Done is closed when the connection has ended for good and its
+// goroutines are ending. A loss that recovery handles does not close it.
+func (c *Connection) Done() <-chan struct{} { return c.done }
 
-// NetConn returns the underlying byte stream. Reading or writing it
-// directly corrupts the connection.
-func (c *Connection) NetConn() net.Conn { return c.d.NetConn() }
+// closeDone closes Done (once).
+func (c *Connection) closeDone() { c.doneOnce.Do(func() { close(c.done) }) }
+
+// NetConn returns the current underlying byte stream (a recovery
+// replaces it). Reading or writing it directly corrupts the connection.
+func (c *Connection) NetConn() net.Conn { return c.drv().NetConn() }
 
 // LocalAddr returns the local network address.
-func (c *Connection) LocalAddr() net.Addr { return c.d.NetConn().LocalAddr() }
+func (c *Connection) LocalAddr() net.Addr { return c.drv().NetConn().LocalAddr() }
 
 // RemoteAddr returns the broker's network address.
-func (c *Connection) RemoteAddr() net.Addr { return c.d.NetConn().RemoteAddr() }
+func (c *Connection) RemoteAddr() net.Addr { return c.drv().NetConn().RemoteAddr() }
 
 // ServerProperties returns the broker's properties from connection.start.
 // The table is shared: do not modify it.
 func (c *Connection) ServerProperties() proto.Table {
-	m := c.d.Lock()
-	defer c.d.Unlock(driver.FlushLater)
+	m := c.lock()
+	defer c.unlock(driver.FlushLater)
 	return m.ServerProperties()
 }
 
 // Tuning returns the negotiated channel_max, frame_max and heartbeat.
 func (c *Connection) Tuning() Tuning {
-	m := c.d.Lock()
-	defer c.d.Unlock(driver.FlushLater)
+	m := c.lock()
+	defer c.unlock(driver.FlushLater)
 	return m.Tuning()
 }
 
 // Name returns the connection name given in Config.
 func (c *Connection) Name() string { return c.cfg.ConnectionName }
 
-// NotifyClose registers ch to receive the error that closes the
-// connection, then closes ch; after a clean Close, ch is closed without a
-// value. The error is the one Err returns: errors.Is(err,
+// NotifyClose registers ch to receive the error that ends the
+// connection for good, then closes ch; after a clean Close, ch is closed
+// without a value. A loss that recovery handles is not reported here
+// (see NotifyRecovery): ch hears of the connection once, when it ends
+// for good, so reconnecting code written for other clients does not
+// reconnect a second time. The error is the one Err returns: errors.Is(err,
 // ErrConnectionLost) after a network failure, errors.Is(err,
 // ErrHeartbeatTimeout) when the broker went silent, errors.As into a
 // *ConnectionError when the broker (or Warren) closed the connection.
@@ -266,9 +384,9 @@ func (c *Connection) Name() string { return c.cfg.ConnectionName }
 // connection delivers at once. It returns ch.
 func (c *Connection) NotifyClose(ch chan error) chan error {
 	l := newChanListener(ch, c.log, "close")
-	c.d.Lock()
+	c.lock()
 	if c.ended {
-		c.d.Unlock(driver.FlushLater)
+		c.unlock(driver.FlushLater)
 		if c.err != nil {
 			l.post(c.err)
 		}
@@ -276,7 +394,7 @@ func (c *Connection) NotifyClose(ch chan error) chan error {
 		return ch
 	}
 	c.closeListeners = append(c.closeListeners, l)
-	c.d.Unlock(driver.FlushLater)
+	c.unlock(driver.FlushLater)
 	return ch
 }
 
@@ -289,14 +407,14 @@ func (c *Connection) NotifyClose(ch chan error) chan error {
 func (c *Connection) NotifyBlocked(ch chan Blocking) chan Blocking {
 	l := newChanListener(ch, c.log, "blocked")
 	l.fold = foldBlocking
-	c.d.Lock()
+	c.lock()
 	if c.ended {
-		c.d.Unlock(driver.FlushLater)
+		c.unlock(driver.FlushLater)
 		l.close()
 		return ch
 	}
 	c.blockListeners = append(c.blockListeners, l)
-	c.d.Unlock(driver.FlushLater)
+	c.unlock(driver.FlushLater)
 	return ch
 }
 
@@ -307,11 +425,12 @@ func foldBlocking(old, b Blocking) Blocking {
 	return b
 }
 
-// Blocked reports whether the broker currently blocks the connection.
+// Blocked reports whether the broker currently blocks the connection
+// (false while it is recovering: a new connection starts unblocked).
 func (c *Connection) Blocked() bool {
-	m := c.d.Lock()
-	defer c.d.Unlock(driver.FlushLater)
-	return m.Blocked()
+	m := c.lock()
+	defer c.unlock(driver.FlushLater)
+	return c.state == ConnOpen && m.Blocked()
 }
 
 // Close closes the connection cleanly: connection.close, then the
@@ -320,19 +439,47 @@ func (c *Connection) Blocked() bool {
 // error). Either way the connection's goroutines have ended. Closing a
 // connection that has already closed returns nil: Err tells why it had
 // closed.
+//
+// During a recovery, Close stops it at once (also mid-backoff or
+// mid-handshake): every call waiting for the recovery fails with
+// ErrClosed, and Close returns when the recovery's goroutine has ended.
 func (c *Connection) Close(ctx context.Context) error {
-	return c.d.Close(ctx, proto.Reply{Code: proto.ReplySuccess, Text: "closed by client"})
+	c.mu.Lock()
+	c.userClosed = true
+	if c.state == ConnRecovering {
+		c.recCancel()
+		c.mu.Unlock()
+		return c.waitRecovery(ctx)
+	}
+	d := c.d.Load()
+	c.mu.Unlock()
+	err := d.Close(ctx, proto.Reply{Code: proto.ReplySuccess, Text: "closed by client"})
+	// A loss just before Close may have started a recovery, which sees
+	// userClosed and stops.
+	if werr := c.waitRecovery(ctx); err == nil {
+		err = werr
+	}
+	return err
 }
 
 // UpdateSecret sends connection.update-secret (e.g. a refreshed OAuth 2
 // token) and waits for the broker's update-secret-ok.
+//
+// A broker that refuses the secret closes the connection with 530
+// NOT_ALLOWED; recovery treats that as recoverable (ErrSecretRefused) and
+// dials again with the configured credentials.
 func (c *Connection) UpdateSecret(ctx context.Context, secret, reason string) error {
-	m := c.d.Lock()
-	tok, err := m.UpdateSecret(secret, reason)
+	c.mu.Lock()
+	m, err := c.waitOpenLocked(ctx)
 	if err != nil {
-		c.d.Unlock(driver.FlushLater)
 		return err
 	}
+	tok, err := m.UpdateSecret(secret, reason)
+	if err != nil {
+		c.unlock(driver.FlushLater)
+		return err
+	}
+	c.secretPending++
 	w, err := c.awaitReplyLocked(ctx, nil, tok)
 	if err != nil {
 		return err
@@ -343,8 +490,50 @@ func (c *Connection) UpdateSecret(ctx context.Context, secret, reason string) er
 // closedErrLocked is the error for a call made after the connection
 // closed.
 func (c *Connection) closedErrLocked(m *statemachine.Conn) error {
+	if c.ended {
+		if c.err != nil {
+			return fmt.Errorf("%w: %w", ErrClosed, c.err)
+		}
+		return ErrClosed
+	}
 	if err := m.Err(); err != nil {
 		return fmt.Errorf("%w: %w", ErrClosed, err)
 	}
 	return ErrClosed
+}
+
+// waitOpenLocked waits, called with the lock held, until the connection
+// is open: while it recovers, until the recovery ends (or at once with
+// ErrRecovering under Recovery.FailFast). It returns the current core
+// with the lock still held, or releases the lock and returns why the
+// call cannot go out (ctx's error, or ErrClosed wrapping why the
+// connection ended).
+func (c *Connection) waitOpenLocked(ctx context.Context) (*statemachine.Conn, error) {
+	for {
+		d := c.d.Load()
+		m := d.Core()
+		var wait <-chan struct{}
+		switch {
+		case c.state == ConnOpen && m.State() == statemachine.StateOpen:
+			return m, nil
+		case c.state == ConnRecovering:
+			if c.rec.FailFast {
+				c.unlock(driver.FlushLater)
+				return nil, ErrRecovering
+			}
+			wait = c.gate
+		case c.state == ConnOpen && m.Err() != nil && c.recoversLocked(m.Err()):
+			// Lost, and the loss is not handled yet: a recovery follows.
+			wait = d.Done()
+		default:
+			err := c.closedErrLocked(m)
+			c.unlock(driver.FlushLater)
+			return nil, err
+		}
+		c.unlock(driver.FlushLater)
+		if err := d.Await(ctx, wait); err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+	}
 }

@@ -123,15 +123,18 @@ const (
 // cons (nil if unknown).
 func (ch *Channel) settle(op settleOp, tag uint64, multiple, requeue bool, cons *consumer) error {
 	c := ch.conn
-	m := c.d.Lock()
+	m := c.lock()
 	all := tag == 0 && multiple // everything unacknowledged on the channel
-	if !ch.openLocked() || (tag <= ch.tagOffset && !all) {
-		c.d.Unlock(driver.FlushLater)
+	if !ch.liveLocked() || (tag <= ch.tagOffset && !all) {
+		c.unlock(driver.FlushLater)
 		return fmt.Errorf("%w (delivery tag %d)", ErrStaleDelivery, tag)
 	}
 	wire := tag
 	if !all {
 		wire -= ch.tagOffset
+	}
+	if ch.tx {
+		ch.txDirty = true
 	}
 	var err error
 	switch op {
@@ -151,17 +154,20 @@ func (ch *Channel) settle(op settleOp, tag uint64, multiple, requeue bool, cons 
 		// go out now, from here.
 		flush = driver.FlushNow
 	}
-	c.d.Unlock(flush)
+	c.unlock(flush)
 	return err
 }
 
 // consumer is one basic.consume subscription.
 type consumer struct {
 	tag        string
+	queue      string         // the queue consumed (renamed by a recovery if server-named)
+	opts       ConsumeOptions // as given to Consume, replayed by a recovery
+	seq        uint64         // the order consumers started on their channel
 	deliveries chan Delivery
 	onCancel   *listener[string] // ConsumeOptions.OnCancel
 	handler    func(Delivery)    // ConsumeOptions.Handler: called on the reader goroutine instead of sending
-	ended      bool              // deliveries closed (reader goroutine only)
+	ended      bool              // deliveries closed (reader goroutine only; see endDetachedLocked)
 	err        error             // why it ended (guarded by the driver's lock)
 }
 
@@ -218,8 +224,8 @@ func (cs *Consumer) Deliveries() <-chan Delivery { return cs.cons.deliveries }
 // naming the tag when the broker cancelled it without an OnCancel, or the
 // channel's or connection's error.
 func (cs *Consumer) Err() error {
-	cs.ch.conn.d.Lock()
-	defer cs.ch.conn.d.Unlock(driver.FlushLater)
+	cs.ch.conn.lock()
+	defer cs.ch.conn.unlock(driver.FlushLater)
 	return cs.cons.err
 }
 
@@ -241,9 +247,9 @@ func (ch *Channel) Consume(ctx context.Context, queue string, opts ConsumeOption
 	}
 	c := ch.conn
 	if !opts.NoAck {
-		c.d.Lock()
+		c.lock()
 		hasQos := ch.qos[0] != nil || ch.qos[1] != nil
-		c.d.Unlock(driver.FlushLater)
+		c.unlock(driver.FlushLater)
 		if !hasQos {
 			prefetch := opts.Prefetch
 			if prefetch <= 0 {
@@ -255,39 +261,38 @@ func (ch *Channel) Consume(ctx context.Context, queue string, opts ConsumeOption
 		}
 	}
 	method := &frames.BasicConsume{Queue: queue, ConsumerTag: opts.ConsumerTag, NoLocal: opts.NoLocal, NoAck: opts.NoAck, Exclusive: opts.Exclusive, Arguments: opts.Arguments}
-	cons := &consumer{deliveries: make(chan Delivery, c.cfg.ConsumerBuffer), handler: opts.Handler}
+	cons := &consumer{queue: queue, opts: opts, deliveries: make(chan Delivery, c.cfg.ConsumerBuffer), handler: opts.Handler}
 	if opts.Handler != nil {
 		cons.deliveries = make(chan Delivery) // nothing is ever sent; it closes when the consumer ends
 	}
 	if opts.OnCancel != nil {
 		cons.onCancel = newFuncListener(opts.OnCancel, c.log, "consumer cancel")
 	}
-	m := c.d.Lock()
+	m := c.lock()
 	if !ch.openLocked() {
 		err := ch.wrapErr(statemachine.ErrChannelNotOpen)
-		c.d.Unlock(driver.FlushLater)
+		c.unlock(driver.FlushLater)
 		return nil, err
 	}
 	tok, err := m.Call(ch.id, method)
 	if err != nil {
-		c.d.Unlock(driver.FlushLater)
+		c.unlock(driver.FlushLater)
 		return nil, err
 	}
 	cons.tag = method.ConsumerTag // generated when empty
-	if ch.consumers == nil {
-		ch.consumers = make(map[string]*consumer)
-	}
-	ch.consumers[cons.tag] = cons
-	ch.lastCons = nil
+	cons.opts.ConsumerTag = cons.tag
+	ch.consSeq++
+	cons.seq = ch.consSeq
+	ch.addConsumerLocked(cons)
 	w, err := c.awaitReplyLocked(ctx, ch, tok)
 	if err != nil {
 		// Nobody will hold this consumer: cancel it. Its deliveries, if
 		// consume-ok comes after all, go back to the queue unacked.
-		m := c.d.Lock()
+		m := c.lock()
 		if ch.consumers[cons.tag] == cons {
 			_, _ = m.Call(ch.id, &frames.BasicCancel{ConsumerTag: cons.tag})
 		}
-		c.d.Unlock(driver.FlushLater)
+		c.unlock(driver.FlushLater)
 		return nil, err
 	}
 	if w.err != nil {
@@ -344,6 +349,28 @@ func (ch *Channel) consumerLocked(tag string) *consumer {
 	return cons
 }
 
+// addConsumerLocked registers a consumer for its deliveries.
+func (ch *Channel) addConsumerLocked(cons *consumer) {
+	if ch.consumers == nil {
+		ch.consumers = make(map[string]*consumer)
+	}
+	ch.consumers[cons.tag] = cons
+	ch.lastCons = nil
+}
+
+// endDetachedLocked ends a consumer that no incarnation of its channel
+// holds (one a recovery kept and did not, or will not, restore): no
+// delivery can be queued for it, so its Deliveries channel may be closed
+// here rather than by the reader goroutine.
+func (cons *consumer) endDetachedLocked(err error) {
+	if cons.ended {
+		return
+	}
+	cons.ended = true
+	cons.err = err
+	close(cons.deliveries)
+}
+
 // dropConsumerLocked forgets a consumer.
 func (ch *Channel) dropConsumerLocked(tag string) {
 	delete(ch.consumers, tag)
@@ -353,8 +380,8 @@ func (ch *Channel) dropConsumerLocked(tag string) {
 // NoAckConsumers returns the tags of the channel's consumers that consume
 // without acknowledgements (py-amqp's no_ack_consumers).
 func (ch *Channel) NoAckConsumers() []string {
-	m := ch.conn.d.Lock()
-	defer ch.conn.d.Unlock(driver.FlushLater)
+	m := ch.conn.lock()
+	defer ch.conn.unlock(driver.FlushLater)
 	if ch.lastErr != nil {
 		return nil
 	}

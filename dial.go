@@ -3,8 +3,13 @@ package warren
 import (
 	"context"
 	cryptotls "crypto/tls"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"time"
+
+	"github.com/warren-amqp/warren/proto"
 
 	"github.com/warren-amqp/warren/transport/tcp"
 	"github.com/warren-amqp/warren/transport/tls"
@@ -31,11 +36,16 @@ type DialOptions struct {
 	// ProxyURL routes the TCP connection through a SOCKS5 proxy
 	// ("socks5://user:password@host:port").
 	ProxyURL string
+	// Shuffle makes DialAny, and every recovery, try the URIs in a
+	// random order (spreading clients over a cluster's nodes) rather than
+	// as given.
+	Shuffle bool
 }
 
 // Dial connects to the broker at uri (amqp:// or amqps://, see ParseURI)
 // and opens a Connection. The context bounds connecting and the
-// handshake; the URI's connection_timeout bounds them too.
+// handshake; the URI's connection_timeout bounds them too. The
+// connection recovers from losses (see Recovery).
 //
 //	conn, err := warren.Dial(ctx, "amqp://guest:guest@localhost:5672/")
 func Dial(ctx context.Context, uri string) (*Connection, error) {
@@ -44,9 +54,44 @@ func Dial(ctx context.Context, uri string) (*Connection, error) {
 
 // DialWith is Dial with options.
 func DialWith(ctx context.Context, uri string, opts DialOptions) (*Connection, error) {
+	return DialAny(ctx, []string{uri}, opts)
+}
+
+// DialAny connects to the first of several brokers that answers (the
+// nodes of a cluster, say): the URIs are tried in order, or shuffled
+// with DialOptions.Shuffle, each attempt bounded by its URI's
+// connection_timeout. A broker that refuses the credentials (403) fails
+// the dial at once; other failures move on to the next URI. Every
+// recovery walks the list again, so a connection fails over to another
+// node when its own goes away.
+func DialAny(ctx context.Context, uris []string, opts DialOptions) (*Connection, error) {
+	if len(uris) == 0 {
+		return nil, errors.New("amqp: DialAny: no URI given")
+	}
+	eps := make([]endpoint, len(uris))
+	for i, uri := range uris {
+		ep, err := endpointFor(uri, opts)
+		if err != nil {
+			return nil, err
+		}
+		eps[i] = ep
+	}
+	return connect(ctx, eps, opts.Shuffle)
+}
+
+// endpoint is one broker address a Connection may dial.
+type endpoint struct {
+	connector Connector
+	cfg       Config        // the connection configuration, with the URI's settings
+	name      string        // for logs and events (credentials redacted)
+	timeout   time.Duration // bounds one attempt; 0: Recovery.AttemptTimeout
+}
+
+// endpointFor parses uri into an endpoint.
+func endpointFor(uri string, opts DialOptions) (endpoint, error) {
 	u, err := ParseURI(uri)
 	if err != nil {
-		return nil, err
+		return endpoint{}, err
 	}
 	cfg := opts.Config
 	if cfg.Vhost == "" {
@@ -72,21 +117,51 @@ func DialWith(ctx context.Context, uri string, opts DialOptions) (*Connection, e
 		tc := opts.TLSConfig
 		if tc == nil {
 			if tc, err = tls.ConfigFromFiles(u.CACertFile, u.CertFile, u.KeyFile, u.ServerName, u.Verify != "verify_none"); err != nil {
-				return nil, fmt.Errorf("amqp: TLS configuration for %s: %w", u.Redacted(), err)
+				return endpoint{}, fmt.Errorf("amqp: TLS configuration for %s: %w", u.Redacted(), err)
 			}
 		}
 		conn = &tls.Dialer{Addr: u.Addr(), Base: conn, Config: tc}
 	}
-	if u.ConnectionTimeout > 0 {
+	return endpoint{connector: conn, cfg: cfg, name: u.Redacted(), timeout: u.ConnectionTimeout}, nil
+}
+
+// connect opens a Connection to the first endpoint that answers.
+func connect(ctx context.Context, eps []endpoint, shuffle bool) (*Connection, error) {
+	var errs []error
+	for _, i := range addressOrder(len(eps), shuffle, rand.Perm) {
+		c, err := eps[i].open(ctx, eps)
+		if err == nil {
+			c.shuffle = shuffle
+			return c, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil || errors.Is(err, proto.AccessRefused) {
+			break
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+// open dials ep and opens a Connection over it that may recover through
+// eps.
+func (ep endpoint) open(ctx context.Context, eps []endpoint) (*Connection, error) {
+	if ep.timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, u.ConnectionTimeout)
+		ctx, cancel = context.WithTimeout(ctx, ep.timeout)
 		defer cancel()
 	}
-	c, err := Connect(ctx, conn, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("amqp: connecting to %s: %w", u.Redacted(), err)
+	nc, err := ep.connector.Dial(ctx)
+	if err == nil {
+		var c *Connection
+		if c, err = open(ctx, nc, ep.cfg, eps); err == nil {
+			c.connector, c.address = ep.connector, ep.name
+			return c, nil
+		}
 	}
-	return c, nil
+	if ep.name != "" {
+		return nil, fmt.Errorf("amqp: connecting to %s: %w", ep.name, err)
+	}
+	return nil, err
 }
 
 // authFromURI returns the mechanisms the URI asks for, with its
@@ -111,19 +186,24 @@ func authFromURI(u URI) []Authenticator {
 }
 
 // Connect dials with connector and opens a Connection over the stream.
+// The connection recovers from losses by dialling connector again (see
+// Recovery).
 func Connect(ctx context.Context, connector Connector, cfg Config) (*Connection, error) {
-	nc, err := connector.Dial(ctx)
-	if err != nil {
-		return nil, err
-	}
-	c, err := Open(ctx, nc, cfg)
-	if err != nil {
-		return nil, err
-	}
-	c.connector = connector
-	return c, nil
+	return connect(ctx, []endpoint{{connector: connector, cfg: cfg}}, false)
 }
 
-// Connector returns the Connector the connection was dialled with (nil
-// for one opened over a net.Conn with Open).
-func (c *Connection) Connector() Connector { return c.connector }
+// Connector returns the Connector the connection's current stream was
+// dialled with (nil for one opened over a net.Conn with Open).
+func (c *Connection) Connector() Connector {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.connector
+}
+
+// Address returns the address (credentials redacted) of the broker the
+// connection is, or was last, connected to; empty for Connect and Open.
+func (c *Connection) Address() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.address
+}

@@ -154,7 +154,7 @@ func TestDriverSilentPeerDetected(t *testing.T) {
 		defer close(release)
 
 		ctx := context.Background()
-		conn, err := Connect(ctx, connector, Config{})
+		conn, err := Connect(ctx, connector, Config{Recovery: Recovery{Disabled: true}})
 		require.NoError(t, err)
 		ch, err := conn.Channel(ctx)
 		require.NoError(t, err)
@@ -198,7 +198,7 @@ func TestDriverPeerStopsReadingMidPublish(t *testing.T) {
 		defer close(release)
 
 		ctx := context.Background()
-		conn, err := Connect(ctx, connector, Config{})
+		conn, err := Connect(ctx, connector, Config{Recovery: Recovery{Disabled: true}})
 		require.NoError(t, err)
 		ch, err := conn.Channel(ctx)
 		require.NoError(t, err)
@@ -237,7 +237,7 @@ func TestDriverContextBoundsWaits(t *testing.T) {
 		defer connector.Wait()
 		defer close(release)
 
-		conn, err := Connect(context.Background(), connector, Config{})
+		conn, err := Connect(context.Background(), connector, Config{Recovery: Recovery{Disabled: true}})
 		require.NoError(t, err)
 		ch, err := conn.Channel(context.Background())
 		require.NoError(t, err)
@@ -291,7 +291,7 @@ func TestDriverChannelFlowPausesPublishes(t *testing.T) {
 		}}
 		defer connector.Wait()
 		ctx := context.Background()
-		conn, err := Connect(ctx, connector, Config{})
+		conn, err := Connect(ctx, connector, Config{Recovery: Recovery{Disabled: true}})
 		require.NoError(t, err)
 		ch, err := conn.Channel(ctx)
 		require.NoError(t, err)

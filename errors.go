@@ -53,6 +53,22 @@ var (
 	// ErrNotConfirmMode is returned when a confirmation is awaited on a
 	// channel that is not in confirm mode.
 	ErrNotConfirmMode = errors.New("amqp: channel is not in confirm mode")
+	// ErrRecovering is returned at once, under Recovery.FailFast, by a
+	// call made while the connection recovers (without FailFast, calls
+	// wait for the recovery, bounded by their contexts).
+	ErrRecovering = errors.New("amqp: the connection is recovering")
+	// ErrGaveUp is wrapped by the error that ends a connection whose
+	// recovery ran out of attempts (Recovery.MaxAttempts); the last
+	// attempt's error is wrapped too.
+	ErrGaveUp = errors.New("amqp: recovery gave up")
+	// ErrSecretRefused wraps the 530 NOT_ALLOWED connection error with
+	// which a broker answers an update-secret it refuses; recovery treats
+	// it as recoverable and dials again with the configured credentials.
+	ErrSecretRefused = errors.New("amqp: the broker refused the updated secret")
+	// ErrTxRolledBack is returned by TxCommit when a connection loss
+	// discarded the transaction in progress: nothing of it was committed
+	// (what followed the recovery was rolled back too).
+	ErrTxRolledBack = errors.New("amqp: transaction rolled back by a connection loss; nothing was committed")
 	// ErrStaleDelivery is returned when acknowledging a delivery that came
 	// from an earlier incarnation of a reopened channel: its delivery tag
 	// would name another message.
@@ -75,5 +91,6 @@ func IsRecoverable(err error) bool {
 	return errors.Is(err, ErrConnectionLost) || errors.Is(err, ErrHeartbeatTimeout) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) ||
-		errors.Is(err, syscall.EPIPE) || errors.As(err, &ne)
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, ErrRecovering) ||
+		errors.Is(err, ErrSecretRefused) || errors.As(err, &ne)
 }

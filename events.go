@@ -10,11 +10,12 @@ import (
 
 // waiter is one request waiting for its reply.
 type waiter struct {
-	ch    *Channel // nil for connection-level requests
-	done  chan struct{}
-	reply frames.Method
-	msg   *Delivery // basic.get-ok
-	err   error
+	ch     *Channel // nil for connection-level requests
+	secret bool     // an update-secret
+	done   chan struct{}
+	reply  frames.Method
+	msg    *Delivery // basic.get-ok
+	err    error
 }
 
 // awaitReplyLocked registers a waiter for the request the core gave
@@ -25,8 +26,8 @@ type waiter struct {
 func (c *Connection) awaitReplyLocked(ctx context.Context, ch *Channel, tok statemachine.Token) (*waiter, error) {
 	w := &waiter{ch: ch, done: make(chan struct{})}
 	c.requests[tok] = w
-	c.d.Unlock(driver.FlushNow)
-	if err := c.d.Await(ctx, w.done); err != nil {
+	c.unlock(driver.FlushNow)
+	if err := c.await(ctx, w.done); err != nil {
 		return nil, err
 	}
 	return w, nil
@@ -53,10 +54,18 @@ type action struct {
 	d    Delivery
 }
 
-// events is the Connection as the driver sees it: its driver.Handler.
-// (A separate type, so that Event and Perform stay out of Connection's
-// API.)
-type events Connection
+// events is the Connection as one driver sees it: that driver's
+// driver.Handler. Each driver a Connection has (one, then one per
+// recovery) gets its own, which tells the handshake's outcome apart from
+// the connection's.
+type events struct {
+	c         *Connection
+	d         *driver.Driver
+	connected chan struct{} // closed when the handshake ends, either way
+	opened    bool          // the handshake succeeded
+	err       error         // why the handshake failed
+	final     bool          // the connection ended for good with this driver
+}
 
 // Event turns one event of the core into what the application sees:
 // waiters resolved, handles updated, notifications posted, and deliveries
@@ -64,15 +73,21 @@ type events Connection
 // blocks. Byte slices of the event are copied here: the one copy of the
 // client layer.
 func (h *events) Event(m *statemachine.Conn, e *statemachine.Event) bool {
-	c := (*Connection)(h)
+	c := h.c
 	queued := len(c.acts)
 	switch e.Kind {
 	case statemachine.EventConnected:
-		c.opened = true
-		close(c.connected)
+		h.opened = true
+		close(h.connected)
 	case statemachine.EventChannelOpen:
 		if ch := c.chans[e.Channel]; ch != nil {
 			ch.openedLocked(nil)
+			// Consumers a recovery could not restore end here, on the
+			// reader, behind any delivery still queued for them.
+			for _, cons := range ch.ending {
+				c.acts = append(c.acts, action{kind: actEndConsumer, cons: cons})
+			}
+			ch.ending = nil
 		}
 	case statemachine.EventReply:
 		c.onReplyLocked(e)
@@ -103,6 +118,7 @@ func (h *events) Event(m *statemachine.Conn, e *statemachine.Event) bool {
 		}
 	case statemachine.EventBlocked, statemachine.EventUnblocked:
 		b := Blocking{Active: e.Kind == statemachine.EventBlocked, Reason: e.Reason, Changes: 1}
+		c.blocked = b.Active
 		for _, l := range c.blockListeners {
 			l.post(b)
 		}
@@ -114,7 +130,12 @@ func (h *events) Event(m *statemachine.Conn, e *statemachine.Event) bool {
 			ch.onClosedLocked(m, e)
 		}
 	case statemachine.EventClosed:
-		c.onClosedLocked(e.Err)
+		if !h.opened { // the handshake failed: the dialler learns why
+			h.err = e.Err
+			close(h.connected)
+			break
+		}
+		c.onClosedLocked(h, e.Err)
 	}
 	return len(c.acts) > queued
 }
@@ -126,6 +147,9 @@ func (c *Connection) onReplyLocked(e *statemachine.Event) {
 		return // a request replayed on a reopened channel: nobody waits
 	}
 	delete(c.requests, e.Token)
+	if w.secret {
+		c.secretPending--
+	}
 	if e.Err != nil {
 		w.resolve(nil, nil, e.Err)
 		return
@@ -143,13 +167,32 @@ func (c *Connection) onReplyLocked(e *statemachine.Event) {
 	w.resolve(e.Method, msg, nil)
 }
 
-// onClosedLocked handles the end of the connection: the handshake waiter
-// and the listeners learn why.
-func (c *Connection) onClosedLocked(err error) {
+// onClosedLocked handles the end of the current driver's connection:
+// a recovery starts if the loss is one it handles; otherwise the
+// connection ends for good.
+func (c *Connection) onClosedLocked(h *events, err error) {
+	switch {
+	case c.state == ConnRecovering:
+		// A driver of the recovery itself died while restoring: the
+		// recovery goroutine notices and dials again.
+	case c.recoversLocked(err):
+		c.startRecoveryLocked(h.d, c.lossErr(err))
+	default:
+		h.final = true
+		c.endLocked(err)
+	}
+}
+
+// endLocked ends the connection for good: calls waiting at the gate, the
+// listeners and the channels learn it; Done closes once the last driver's
+// goroutines end.
+func (c *Connection) endLocked(err error) {
 	c.ended = true
+	c.state = ConnClosed
 	c.err = err
-	if !c.opened {
-		close(c.connected)
+	if c.gate != nil {
+		close(c.gate)
+		c.gate = nil
 	}
 	for _, l := range c.closeListeners {
 		if err != nil {
@@ -162,6 +205,10 @@ func (c *Connection) onClosedLocked(err error) {
 		l.close()
 	}
 	c.blockListeners = nil
+	for _, l := range c.recListeners {
+		l.close()
+	}
+	c.recListeners = nil
 	for ch := range c.between {
 		ch.finishLocked() // the open ones were finished by their EventChannelClosed
 	}
@@ -170,12 +217,20 @@ func (c *Connection) onClosedLocked(err error) {
 	}
 }
 
+// shutdown runs when the driver's socket has closed (driver.Options.
+// OnShutdown): Done closes if the connection ended with it.
+func (h *events) shutdown() {
+	if h.final {
+		h.c.closeDone()
+	}
+}
+
 // Perform hands deliveries to consumers, in order, on the reader
 // goroutine. A delivery waits for room in its consumer's buffer
 // (back-pressure on the socket), unless the consumer has ended or the
 // connection is dying.
 func (h *events) Perform() {
-	c := (*Connection)(h)
+	c := h.c
 	acts := c.acts
 	for i := range acts {
 		a := &acts[i]
@@ -199,7 +254,7 @@ func (h *events) Perform() {
 			}
 			select {
 			case a.cons.deliveries <- a.d:
-			case <-c.d.Dying():
+			case <-h.d.Dying():
 			}
 		case actEndConsumer:
 			if !a.cons.ended {

@@ -152,7 +152,7 @@ func TestNotifyCloseCarriesTheError(t *testing.T) {
 				connector := notifyPeer(t, tc.heartbeat, tc.then)
 				defer connector.Wait()
 				ctx := context.Background()
-				conn, err := Connect(ctx, connector, Config{})
+				conn, err := Connect(ctx, connector, Config{Recovery: Recovery{Disabled: true}})
 				require.NoError(t, err)
 				unbuffered := conn.NotifyClose(make(chan error)) // nobody receives until the end
 				buffered := conn.NotifyClose(make(chan error, 1))
@@ -179,7 +179,7 @@ func TestNotifyCloseCarriesTheError(t *testing.T) {
 			connector := notifyPeer(t, 0, func(*scriptedBroker) bool { return true })
 			defer connector.Wait()
 			ctx := context.Background()
-			conn, err := Connect(ctx, connector, Config{})
+			conn, err := Connect(ctx, connector, Config{Recovery: Recovery{Disabled: true}})
 			require.NoError(t, err)
 			closes := conn.NotifyClose(make(chan error, 1))
 			_, err = conn.Channel(ctx) // the peer answers channel.open first
@@ -206,7 +206,7 @@ func TestNotifyBlockedFolds(t *testing.T) {
 		})
 		defer connector.Wait()
 		ctx := context.Background()
-		conn, err := Connect(ctx, connector, Config{})
+		conn, err := Connect(ctx, connector, Config{Recovery: Recovery{Disabled: true}})
 		require.NoError(t, err)
 		blocked := conn.NotifyBlocked(make(chan Blocking, 1))
 		ch, err := conn.Channel(ctx)
@@ -265,7 +265,7 @@ func TestChannelNotifyClose(t *testing.T) {
 		}}
 		defer connector.Wait()
 		ctx := context.Background()
-		conn, err := Connect(ctx, connector, Config{})
+		conn, err := Connect(ctx, connector, Config{Recovery: Recovery{Disabled: true}})
 		require.NoError(t, err)
 		defer conn.Close(ctx)
 		ch, err := conn.Channel(ctx)

@@ -2,6 +2,7 @@ package warren
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/warren-amqp/warren/internal/driver"
 	"github.com/warren-amqp/warren/proto"
@@ -32,9 +33,9 @@ func (ch *Channel) Qos(ctx context.Context, opts QosOptions) error {
 	if m.Global {
 		i = 1
 	}
-	ch.conn.d.Lock()
+	ch.conn.lock()
 	ch.qos[i] = &m
-	ch.conn.d.Unlock(driver.FlushLater)
+	ch.conn.unlock(driver.FlushLater)
 	return nil
 }
 
@@ -129,7 +130,7 @@ func (ch *Channel) QueueDeclare(ctx context.Context, name string, opts QueueOpti
 	if ok, _ := reply.(*frames.QueueDeclareOK); ok != nil {
 		q = Queue{Name: ok.Queue, Messages: int(ok.MessageCount), Consumers: int(ok.ConsumerCount)}
 	}
-	ch.conn.topo.addQueue(DeclaredQueue{Name: q.Name, Options: opts})
+	ch.conn.topo.addQueue(DeclaredQueue{Name: q.Name, ServerNamed: name == "", Options: opts})
 	return q, nil
 }
 
@@ -241,20 +242,46 @@ func (ch *Channel) TxSelect(ctx context.Context) error {
 	if _, _, err := ch.call(ctx, &frames.TxSelect{}); err != nil {
 		return err
 	}
-	ch.conn.d.Lock()
+	ch.conn.lock()
 	ch.tx = true
-	ch.conn.d.Unlock(driver.FlushLater)
+	ch.conn.unlock(driver.FlushLater)
 	return nil
 }
 
-// TxCommit commits the current transaction.
+// TxCommit commits the current transaction. If the connection was lost
+// (and recovered) since the transaction began, the broker discarded its
+// work: TxCommit then rolls back what was done since the recovery too and
+// returns ErrTxRolledBack, so that the application redoes the whole
+// transaction rather than commit half of it.
 func (ch *Channel) TxCommit(ctx context.Context) error {
-	_, _, err := ch.call(ctx, &frames.TxCommit{})
-	return err
+	if err := ch.ready(ctx); err != nil {
+		return err
+	}
+	ch.conn.lock()
+	lost := ch.txLost
+	ch.txLost = false
+	ch.conn.unlock(driver.FlushLater)
+	if lost {
+		if err := ch.TxRollback(ctx); err != nil {
+			return fmt.Errorf("%w (and rolling back what followed failed: %w)", ErrTxRolledBack, err)
+		}
+		return ErrTxRolledBack
+	}
+	return ch.endTx(ctx, &frames.TxCommit{})
 }
 
 // TxRollback abandons the current transaction.
 func (ch *Channel) TxRollback(ctx context.Context) error {
-	_, _, err := ch.call(ctx, &frames.TxRollback{})
-	return err
+	return ch.endTx(ctx, &frames.TxRollback{})
+}
+
+// endTx sends tx.commit or tx.rollback; a new transaction begins.
+func (ch *Channel) endTx(ctx context.Context, m frames.Method) error {
+	if _, _, err := ch.call(ctx, m); err != nil {
+		return err
+	}
+	ch.conn.lock()
+	ch.txDirty, ch.txLost = false, false
+	ch.conn.unlock(driver.FlushLater)
+	return nil
 }

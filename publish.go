@@ -46,7 +46,7 @@ func (cf *Confirmation) resolve(ack bool, err error) {
 
 // Done is closed when the outcome is known.
 func (cf *Confirmation) Done() <-chan struct{} {
-	cf.conn.d.Reclaim() // the caller may block on it: the socket must be read
+	cf.conn.drv().Reclaim() // the caller may block on it: the socket must be read
 	return cf.done
 }
 
@@ -54,7 +54,7 @@ func (cf *Confirmation) Done() <-chan struct{} {
 // (false); err is non-nil when the channel or connection closed first
 // (wrapping ErrMaybeSent) or ctx ended.
 func (cf *Confirmation) Wait(ctx context.Context) (acked bool, err error) {
-	if err := cf.conn.d.Await(ctx, cf.done); err != nil {
+	if err := cf.conn.await(ctx, cf.done); err != nil {
 		return false, err
 	}
 	return cf.ack, cf.err
@@ -88,7 +88,7 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 		return nil, err
 	}
 	if wantConfirm && !ch.confirming {
-		c.d.Unlock(driver.FlushLater)
+		c.unlock(driver.FlushLater)
 		return nil, ErrNotConfirmMode
 	}
 	var cf *Confirmation
@@ -105,7 +105,10 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 	switch {
 	case err != nil:
 		err, cf = ch.wrapErr(err), nil
-	case seq != 0:
+	case ch.tx:
+		ch.txDirty = true
+	}
+	if err == nil && seq != 0 {
 		ch.lastSeq = seq
 		if cf != nil {
 			cf.Seq = ch.seqOffset + seq
@@ -117,7 +120,7 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 			}
 		}
 	}
-	c.d.Unlock(flush)
+	c.unlock(flush)
 	return cf, err
 }
 
@@ -128,25 +131,25 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 func (ch *Channel) lockToPublish(ctx context.Context) (*statemachine.Conn, error) {
 	c := ch.conn
 	for {
-		m := c.d.Lock()
+		m := c.lock()
 		switch {
 		case !ch.openLocked():
-			c.d.Unlock(driver.FlushLater)
+			c.unlock(driver.FlushLater)
 			if err := ch.ready(ctx); err != nil {
 				return nil, err
 			}
 			continue
 		case m.State() != statemachine.StateOpen:
 			err := c.closedErrLocked(m)
-			c.d.Unlock(driver.FlushLater)
+			c.unlock(driver.FlushLater)
 			return nil, err
 		}
-		room := c.d.RoomLocked(ch.id)
+		room := c.drv().RoomLocked(ch.id)
 		if room == nil {
 			return m, nil
 		}
-		c.d.Unlock(driver.FlushLater)
-		if err := c.d.Await(ctx, room); err != nil {
+		c.unlock(driver.FlushLater)
+		if err := c.await(ctx, room); err != nil {
 			return nil, err
 		}
 	}
@@ -200,11 +203,11 @@ func (ch *Channel) ConfirmSelect(ctx context.Context) error {
 		return err
 	}
 	c := ch.conn
-	m := c.d.Lock()
+	m := c.lock()
 	tok, err := m.Call(ch.id, &frames.ConfirmSelect{})
 	if err != nil {
 		err = ch.wrapErr(err)
-		c.d.Unlock(driver.FlushLater)
+		c.unlock(driver.FlushLater)
 		return err
 	}
 	ch.confirming = true // the broker numbers publishes from here on

@@ -25,8 +25,12 @@ type DeclaredExchange struct {
 
 // DeclaredQueue is a queue.declare that succeeded.
 type DeclaredQueue struct {
-	Name    string
-	Options QueueOptions
+	Name string
+	// ServerNamed: declared with an empty name, the broker chose Name. A
+	// recovery declares it again with an empty name and the new name
+	// replaces the old one everywhere (bindings, consumers).
+	ServerNamed bool
+	Options     QueueOptions
 }
 
 // DeclaredBinding is a queue or exchange binding that succeeded.
@@ -76,6 +80,10 @@ func (tp *topology) addExchange(e DeclaredExchange) {
 func (tp *topology) deleteExchange(name string) {
 	tp.mu.Lock()
 	defer tp.mu.Unlock()
+	tp.deleteExchangeLocked(name)
+}
+
+func (tp *topology) deleteExchangeLocked(name string) {
 	tp.t.Exchanges = deleteWhere(tp.t.Exchanges, func(e DeclaredExchange) bool { return e.Name == name })
 	tp.t.Bindings = deleteWhere(tp.t.Bindings, func(b DeclaredBinding) bool {
 		return b.Source == name || (b.ExchangeToExchange && b.Destination == name)
@@ -94,6 +102,10 @@ func (tp *topology) addQueue(q DeclaredQueue) {
 func (tp *topology) deleteQueue(name string) {
 	tp.mu.Lock()
 	defer tp.mu.Unlock()
+	tp.deleteQueueLocked(name)
+}
+
+func (tp *topology) deleteQueueLocked(name string) {
 	tp.t.Queues = deleteWhere(tp.t.Queues, func(q DeclaredQueue) bool { return q.Name == name })
 	tp.t.Bindings = deleteWhere(tp.t.Bindings, func(b DeclaredBinding) bool { return !b.ExchangeToExchange && b.Destination == name })
 	tp.t.Consumers = deleteWhere(tp.t.Consumers, func(c DeclaredConsumer) bool { return c.Queue == name })
@@ -105,10 +117,28 @@ func (tp *topology) addBinding(b DeclaredBinding) {
 	tp.t.Bindings = append(deleteWhere(tp.t.Bindings, b.same), b)
 }
 
+// deleteBinding forgets an unbound binding, and its source exchange if
+// that is auto-delete and this was its last binding (the broker deletes
+// it).
 func (tp *topology) deleteBinding(b DeclaredBinding) {
 	tp.mu.Lock()
 	defer tp.mu.Unlock()
 	tp.t.Bindings = deleteWhere(tp.t.Bindings, b.same)
+	for _, e := range tp.t.Exchanges {
+		if e.Name == b.Source && e.Options.AutoDelete && !tp.isSourceLocked(b.Source) {
+			tp.deleteExchangeLocked(b.Source)
+			return
+		}
+	}
+}
+
+func (tp *topology) isSourceLocked(exchange string) bool {
+	for _, b := range tp.t.Bindings {
+		if b.Source == exchange {
+			return true
+		}
+	}
+	return false
 }
 
 func (b DeclaredBinding) same(o DeclaredBinding) bool {
@@ -121,10 +151,54 @@ func (tp *topology) addConsumer(c DeclaredConsumer) {
 	tp.t.Consumers = append(tp.t.Consumers, c)
 }
 
+// deleteConsumer forgets a consumer the application cancelled (or whose
+// channel it closed, or an error closed), and its queue if that is
+// auto-delete and this was its last consumer (the broker deletes it).
 func (tp *topology) deleteConsumer(tag string) {
 	tp.mu.Lock()
 	defer tp.mu.Unlock()
+	queue := ""
+	for _, c := range tp.t.Consumers {
+		if c.Tag == tag {
+			queue = c.Queue
+		}
+	}
 	tp.t.Consumers = deleteWhere(tp.t.Consumers, func(c DeclaredConsumer) bool { return c.Tag == tag })
+	if queue == "" {
+		return
+	}
+	for _, c := range tp.t.Consumers {
+		if c.Queue == queue {
+			return
+		}
+	}
+	for _, q := range tp.t.Queues {
+		if q.Name == queue && q.Options.AutoDelete {
+			tp.deleteQueueLocked(queue)
+			return
+		}
+	}
+}
+
+// rename replaces a server-named queue's old name with its new one.
+func (tp *topology) rename(old, new string) {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	for i := range tp.t.Queues {
+		if tp.t.Queues[i].Name == old {
+			tp.t.Queues[i].Name = new
+		}
+	}
+	for i := range tp.t.Bindings {
+		if b := &tp.t.Bindings[i]; !b.ExchangeToExchange && b.Destination == old {
+			b.Destination = new
+		}
+	}
+	for i := range tp.t.Consumers {
+		if tp.t.Consumers[i].Queue == old {
+			tp.t.Consumers[i].Queue = new
+		}
+	}
 }
 
 // upsert replaces the first element same matches with v, or appends v.

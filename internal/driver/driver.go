@@ -57,6 +57,16 @@ type Options struct {
 	WriteBufferLimit int
 	// Logger receives the driver's debug lines; nil means silent.
 	Logger *slog.Logger
+	// Mutex, when set, is the driver's lock (see Lock). A client that
+	// replaces a dead driver with a new one (connection recovery) gives
+	// them all the same mutex, so that the state it keeps beside the core
+	// stays guarded by one lock whichever driver is current. Nil: the
+	// driver has its own.
+	Mutex *sync.Mutex
+	// OnShutdown, when set, runs once the connection has closed and the
+	// socket with it, on the reader goroutine, just before Done is
+	// closed. It must not block.
+	OnShutdown func()
 }
 
 const defaultWriteBufferLimit = 1 << 20
@@ -72,9 +82,10 @@ type Driver struct {
 	pool  bufPool
 	limit int
 
-	mu sync.Mutex
-	m  *statemachine.Conn // guarded by mu
-	ev statemachine.Event // the event being handed to the Handler (guarded by mu)
+	mu         *sync.Mutex        // Options.Mutex, or the driver's own
+	m          *statemachine.Conn // guarded by mu
+	onShutdown func()
+	ev         statemachine.Event // the event being handed to the Handler (guarded by mu)
 
 	// The read side (lend.go). Guarded by mu unless atomic.
 	rowner     owner
@@ -127,13 +138,18 @@ func newDriver(nc net.Conn, m *statemachine.Conn, h Handler, opts Options, wrap 
 		h:          h,
 		log:        opts.Logger,
 		limit:      opts.WriteBufferLimit,
+		mu:         opts.Mutex,
 		m:          m,
+		onShutdown: opts.OnShutdown,
 		lendPeriod: defaultLendPeriod,
 		dying:      make(chan struct{}),
 		done:       make(chan struct{}),
 	}
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
+	}
+	if d.mu == nil {
+		d.mu = new(sync.Mutex)
 	}
 	if d.limit <= 0 {
 		d.limit = defaultWriteBufferLimit
@@ -169,6 +185,10 @@ func (d *Driver) Lock() *statemachine.Conn {
 	d.mu.Lock()
 	return d.m
 }
+
+// Core returns the core. Call it with the lock held: taken by Lock, or
+// through the shared Options.Mutex.
+func (d *Driver) Core() *statemachine.Conn { return d.m }
 
 // Unlock releases the lock taken by Lock and gets the bytes queued
 // meanwhile written as f says.

@@ -173,5 +173,8 @@ func (d *Driver) shutdown() {
 	d.mu.Unlock()
 	d.markDying()
 	_ = d.sock.close()
+	if d.onShutdown != nil {
+		d.onShutdown()
+	}
 	close(d.done)
 }
