@@ -1,11 +1,13 @@
 package warren
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 )
 
 func TestRetryPolicyPlan(t *testing.T) {
@@ -188,4 +190,259 @@ func TestBrokerRecoveryAfterOperatorClose(t *testing.T) {
 	require.Equal(t, rec.Renamed[0].New, topo.Queues[0].Name)
 	require.Equal(t, rec.Renamed[0].New, topo.Bindings[0].Destination)
 	require.Equal(t, rec.Renamed[0].New, topo.Consumers[0].Queue)
+}
+
+// dialProxied dials the broker through p with cfg (and the URI query q),
+// closing the connection when the test ends.
+func dialProxied(t *testing.T, p *faultProxy, q string, cfg Config) *Connection {
+	t.Helper()
+	return dialURL(t, p.URL(q), cfg)
+}
+
+// A cut connection is recovered; a black-holed one is found dead by
+// heartbeats and recovered, its exclusive queue retried until the broker
+// has noticed that our old connection, which held it, is gone.
+func TestBrokerRecoveryNetworkFaults(t *testing.T) {
+	for _, fault := range []string{"cut", "blackhole"} {
+		t.Run(fault, func(t *testing.T) {
+			ctx := brokerCtx(t)
+			p := newFaultProxy(t, brokerAddr())
+			c := dialProxied(t, p, "?heartbeat=1", Config{})
+			events := watchRecovery(c)
+			ch := newChannel(t, ctx, c)
+			qn := testQueueName(t)
+			_, err := ch.QueueDeclare(ctx, qn, QueueOptions{Exclusive: true})
+			require.NoError(t, err)
+			cons, err := ch.Consume(ctx, qn, ConsumeOptions{NoAck: true})
+			require.NoError(t, err)
+			pub := confirmChannel(t, ctx, c)
+			publishConfirmed(t, ctx, pub, "", qn, Publishing{Body: []byte("before")})
+			require.Equal(t, "before", string(receive(t, ctx, cons).Body))
+
+			switch fault {
+			case "cut":
+				p.Cut()
+			case "blackhole":
+				p.Blackhole()
+			}
+			lost, _ := events.waitFor(t, RecoveryLost, 20*time.Second)
+			switch fault {
+			case "cut":
+				require.ErrorIs(t, lost.Err, ErrConnectionLost)
+			case "blackhole":
+				require.ErrorIs(t, lost.Err, ErrHeartbeatTimeout, "heartbeats find the silent peer")
+			}
+			require.False(t, c.IsAlive())
+			rec, _ := events.waitFor(t, RecoveryRecovered, 30*time.Second)
+			require.Empty(t, rec.NotRestored, "the exclusive queue and its consumer came back")
+			require.Equal(t, ConnOpen, c.State())
+
+			publishConfirmed(t, ctx, pub, "", qn, Publishing{Body: []byte("after")})
+			require.Equal(t, "after", string(receive(t, ctx, cons).Body))
+		})
+	}
+}
+
+// receive waits for the consumer's next delivery.
+func receive(t *testing.T, ctx context.Context, cons *Consumer) Delivery {
+	t.Helper()
+	select {
+	case d, ok := <-cons.Deliveries():
+		require.True(t, ok, "consumer ended: %v", cons.Err())
+		return d
+	case <-ctx.Done():
+		t.Fatal("no delivery")
+	}
+	return Delivery{}
+}
+
+// Work in flight at a loss: publishes the broker never saw resolve with
+// ErrMaybeSent (never as confirmed, never re-sent), a request waiting for
+// its reply fails with a recoverable error, a delivery from before the
+// loss cannot be acked (the broker redelivers it), a transaction in
+// progress is rolled back, and everything works again afterwards.
+func TestBrokerRecoveryWorkInFlight(t *testing.T) {
+	ctx := brokerCtx(t)
+	p := newFaultProxy(t, brokerAddr())
+	name := fmt.Sprintf("warren-test-inflight-%d", time.Now().UnixNano())
+	c := dialProxied(t, p, "", Config{ConnectionName: name})
+	events := watchRecovery(c)
+	obs := newChannel(t, ctx, dialTest(t, Config{}))
+
+	qn := testQueueName(t)
+	ch := newChannel(t, ctx, c)
+	_, err := ch.QueueDeclare(ctx, qn, QueueOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = obs.QueueDelete(context.Background(), qn, QueueDeleteOptions{}) })
+	cons, err := ch.Consume(ctx, qn, ConsumeOptions{})
+	require.NoError(t, err)
+	pub := confirmChannel(t, ctx, c)
+	tx := newChannel(t, ctx, c)
+	require.NoError(t, tx.TxSelect(ctx))
+
+	publishConfirmed(t, ctx, pub, "", qn, Publishing{Body: []byte("one")})
+	first := receive(t, ctx, cons)
+	require.False(t, first.Redelivered)
+	require.NoError(t, tx.Publish(ctx, "", qn, Publishing{Body: []byte("in tx")}))
+
+	// From here the broker hears nothing from us.
+	p.HoldClient()
+	var held []*Confirmation
+	for i := range 3 {
+		cf, err := pub.PublishWithConfirm(ctx, "", qn, Publishing{Body: []byte(fmt.Sprint("held ", i))})
+		require.NoError(t, err)
+		held = append(held, cf)
+	}
+	rpc := make(chan error, 1)
+	go func() {
+		_, err := obsQueueDeclare(ctx, ch, qn)
+		rpc <- err
+	}()
+	rabbitmqctl(t, "close_connection", connectionPid(t, name), "in-flight test")
+
+	for _, cf := range held {
+		acked, err := cf.Wait(ctx)
+		require.False(t, acked)
+		require.ErrorIs(t, err, ErrMaybeSent)
+		requireConnErr(t, err, ConnectionForced)
+	}
+	select {
+	case err := <-rpc:
+		require.Error(t, err)
+		require.True(t, IsRecoverable(err), "a request cut short by the loss is worth retrying: %v", err)
+	case <-ctx.Done():
+		t.Fatal("the pending request never failed")
+	}
+	events.waitFor(t, RecoveryRecovered, 20*time.Second)
+
+	// The delivery from before the loss is stale; the broker redelivers it.
+	require.ErrorIs(t, first.Ack(false), ErrStaleDelivery)
+	again := receive(t, ctx, cons)
+	require.Equal(t, "one", string(again.Body))
+	require.True(t, again.Redelivered)
+	require.Greater(t, again.DeliveryTag, first.DeliveryTag)
+	require.NoError(t, again.Ack(false))
+
+	// The transaction was lost: commit says so and commits nothing.
+	require.NoError(t, tx.Publish(ctx, "", qn, Publishing{Body: []byte("after loss, in tx")}))
+	require.ErrorIs(t, tx.TxCommit(ctx), ErrTxRolledBack)
+	require.NoError(t, tx.Publish(ctx, "", qn, Publishing{Body: []byte("tx retried")}))
+	require.NoError(t, tx.TxCommit(ctx), "the channel is in tx mode again")
+
+	// Nothing held was re-sent: the queue got only what was confirmed or
+	// committed.
+	publishConfirmed(t, ctx, pub, "", qn, Publishing{Body: []byte("two")})
+	var got []string
+	for len(got) < 2 {
+		d := receive(t, ctx, cons)
+		got = append(got, string(d.Body))
+		require.NoError(t, d.Ack(false))
+	}
+	require.ElementsMatch(t, []string{"tx retried", "two"}, got)
+	select {
+	case d := <-cons.Deliveries():
+		t.Fatalf("unexpected delivery %q", d.Body)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+func obsQueueDeclare(ctx context.Context, ch *Channel, qn string) (Queue, error) {
+	return ch.QueueDeclare(ctx, qn, QueueOptions{Passive: true})
+}
+
+// While the broker cannot be reached: calls wait (bounded by their
+// contexts), FailFast calls fail at once, and Close stops the recovery
+// at once, failing the waiting calls with ErrClosed and leaving no
+// goroutine behind.
+func TestBrokerRecoveryCloseWhileRecovering(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	ctx := brokerCtx(t)
+	p := newFaultProxy(t, brokerAddr())
+	c := dialProxied(t, p, "", Config{Recovery: Recovery{Backoff: Backoff{Initial: 20 * time.Millisecond, Max: 50 * time.Millisecond}}})
+	events := watchRecovery(c)
+	closes := c.NotifyClose(make(chan error, 1))
+	ch := newChannel(t, ctx, c)
+	qn := testQueueName(t)
+	_, err := ch.QueueDeclare(ctx, qn, QueueOptions{Exclusive: true})
+	require.NoError(t, err)
+	cons, err := ch.Consume(ctx, qn, ConsumeOptions{NoAck: true})
+	require.NoError(t, err)
+
+	p.Refuse(true)
+	p.Cut()
+	events.waitFor(t, RecoveryLost, 10*time.Second)
+	events.waitFor(t, RecoveryRetrying, 10*time.Second)
+	events.waitFor(t, RecoveryRetrying, 10*time.Second) // a second attempt: the first was refused
+	require.Equal(t, ConnRecovering, c.State())
+	require.False(t, c.IsAlive())
+
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	err = ch.Publish(short, "", qn, Publishing{})
+	cancel()
+	require.ErrorIs(t, err, context.DeadlineExceeded, "a publish waits for the recovery, within its context")
+
+	waiting := make(chan error, 1)
+	go func() { waiting <- ch.Publish(ctx, "", qn, Publishing{}) }()
+	time.Sleep(20 * time.Millisecond)
+	require.NoError(t, c.Close(ctx))
+	select {
+	case err := <-waiting:
+		require.ErrorIs(t, err, ErrClosed)
+	case <-ctx.Done():
+		t.Fatal("the waiting publish was not released by Close")
+	}
+	select {
+	case <-c.Done():
+	default:
+		t.Fatal("Done is not closed after Close")
+	}
+	_, open := <-closes
+	require.False(t, open, "a Close during recovery is a clean close: no error")
+	requireEnded(t, cons)
+	require.ErrorIs(t, cons.Err(), ErrClosed)
+	require.Equal(t, ConnClosed, c.State())
+	p.stop()
+	goleak.VerifyNone(t, before)
+}
+
+func TestBrokerRecoveryFailFastAndGiveUp(t *testing.T) {
+	ctx := brokerCtx(t)
+	p := newFaultProxy(t, brokerAddr())
+	c := dialProxied(t, p, "", Config{Recovery: Recovery{FailFast: true, MaxAttempts: 3,
+		Backoff: Backoff{Initial: 30 * time.Millisecond, Max: 30 * time.Millisecond, NoJitter: true}}})
+	events := watchRecovery(c)
+	closes := c.NotifyClose(make(chan error, 1))
+	ch := newChannel(t, ctx, c)
+	cons, err := ch.Consume(ctx, "amq.rabbitmq.reply-to", ConsumeOptions{NoAck: true})
+	require.NoError(t, err)
+
+	p.Refuse(true)
+	p.Cut()
+	events.waitFor(t, RecoveryLost, 10*time.Second)
+	require.ErrorIs(t, ch.Publish(ctx, "", "q", Publishing{}), ErrRecovering, "FailFast")
+	_, err = c.Channel(ctx)
+	require.ErrorIs(t, err, ErrRecovering)
+
+	gave, skipped := events.waitFor(t, RecoveryGaveUp, 10*time.Second)
+	require.Len(t, skipped, 3, "three attempts")
+	for i, e := range skipped {
+		require.Equal(t, RecoveryRetrying, e.Kind)
+		require.Equal(t, i+1, e.Attempt)
+		require.Equal(t, 30*time.Millisecond, e.Delay)
+	}
+	require.ErrorIs(t, gave.Err, ErrGaveUp)
+	require.Equal(t, 3, gave.Attempt)
+	select {
+	case err := <-closes:
+		require.ErrorIs(t, err, ErrGaveUp, "the end is reported once, when recovery gives up")
+	case <-ctx.Done():
+		t.Fatal("no close notification")
+	}
+	<-c.Done()
+	require.ErrorIs(t, c.Err(), ErrGaveUp)
+	requireEnded(t, cons)
+	require.ErrorIs(t, cons.Err(), ErrGaveUp)
+	require.ErrorIs(t, ch.Publish(ctx, "", "q", Publishing{}), ErrClosed)
+	_, open := <-events.ch
+	require.False(t, open, "the recovery events end with the connection")
 }
