@@ -3,6 +3,7 @@ package warren
 import (
 	"context"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -445,4 +446,111 @@ func TestBrokerRecoveryFailFastAndGiveUp(t *testing.T) {
 	require.ErrorIs(t, ch.Publish(ctx, "", "q", Publishing{}), ErrClosed)
 	_, open := <-events.ch
 	require.False(t, open, "the recovery events end with the connection")
+}
+
+// What cannot be restored is reported and ends alone: a consumer whose
+// queue was deleted during the outage ends with ErrNotRestored while the
+// consumer before it on the same channel carries on; the filter leaves
+// out what it is told to.
+func TestBrokerRecoveryNotRestored(t *testing.T) {
+	ctx := brokerCtx(t)
+	p := newFaultProxy(t, brokerAddr())
+	obs := newChannel(t, ctx, dialTest(t, Config{}))
+	base := testQueueName(t)
+	kept, gone := base+".kept", base+".gone"
+	for _, q := range []string{kept, gone} {
+		_, err := obs.QueueDeclare(ctx, q, QueueOptions{})
+		require.NoError(t, err)
+		t.Cleanup(func() { _, _ = obs.QueueDelete(context.Background(), q, QueueDeleteOptions{}) })
+	}
+	c := dialProxied(t, p, "", Config{Recovery: Recovery{Filter: TopologyFilter{
+		Queue:    func(q DeclaredQueue) bool { return q.Name != base+".filtered" },
+		Consumer: func(c DeclaredConsumer) bool { return c.Tag != "left-out" },
+	}}})
+	events := watchRecovery(c)
+	ch := newChannel(t, ctx, c)
+	consKept, err := ch.Consume(ctx, kept, ConsumeOptions{NoAck: true})
+	require.NoError(t, err)
+	consGone, err := ch.Consume(ctx, gone, ConsumeOptions{NoAck: true})
+	require.NoError(t, err)
+	consLeft, err := ch.Consume(ctx, kept, ConsumeOptions{NoAck: true, ConsumerTag: "left-out"})
+	require.NoError(t, err)
+	_, err = ch.QueueDeclare(ctx, base+".filtered", QueueOptions{Exclusive: true})
+	require.NoError(t, err)
+
+	p.Refuse(true)
+	p.Cut()
+	events.waitFor(t, RecoveryLost, 10*time.Second)
+	_, err = obs.QueueDelete(ctx, gone, QueueDeleteOptions{})
+	require.NoError(t, err)
+	p.Refuse(false)
+	rec, _ := events.waitFor(t, RecoveryRecovered, 20*time.Second)
+	require.Len(t, rec.NotRestored, 1, "%v", rec.NotRestored)
+	require.Contains(t, rec.NotRestored[0].What, gone)
+	require.ErrorIs(t, rec.NotRestored[0].Err, NotFound)
+
+	requireEnded(t, consGone)
+	require.ErrorIs(t, consGone.Err(), ErrNotRestored)
+	require.ErrorIs(t, consGone.Err(), NotFound)
+	requireEnded(t, consLeft)
+	require.ErrorIs(t, consLeft.Err(), ErrNotRestored)
+
+	_, err = obs.QueueDeclare(ctx, base+".filtered", QueueOptions{Passive: true})
+	requireChannelErr(t, err, NotFound)
+	obs = newChannel(t, ctx, dialTest(t, Config{})) // the 404 closed obs's channel for good: a fresh one
+	publishConfirmed(t, ctx, confirmChannel(t, ctx, c), "", kept, Publishing{Body: []byte("still here")})
+	require.Equal(t, "still here", string(receive(t, ctx, consKept).Body))
+	require.Equal(t, []string{consKept.Tag}, consumerTags(c.Topology()))
+}
+
+func consumerTags(t Topology) []string {
+	var tags []string
+	for _, c := range t.Consumers {
+		tags = append(tags, c.Tag)
+	}
+	return tags
+}
+
+// Several addresses: the first dial skips a dead one, and a recovery
+// fails over to the next address when the current one goes away.
+func TestBrokerRecoveryFailover(t *testing.T) {
+	ctx := brokerCtx(t)
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	deadURL := "amqp://guest:guest@" + dead.Addr().String() + "/"
+	dead.Close() // nothing listens there now
+	a, b := newFaultProxy(t, brokerAddr()), newFaultProxy(t, brokerAddr())
+
+	conn, err := DialAny(ctx, []string{deadURL, a.URL(""), b.URL("")}, DialOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	red := func(uri string) string {
+		u, err := ParseURI(uri)
+		require.NoError(t, err)
+		return u.Redacted()
+	}
+	require.Equal(t, red(a.URL("")), conn.Address(), "credentials redacted")
+	require.NotContains(t, conn.Address(), "guest@")
+	events := watchRecovery(conn)
+	ch := confirmChannel(t, ctx, conn)
+
+	a.Refuse(true)
+	a.Cut()
+	rec, skipped := events.waitFor(t, RecoveryRecovered, 20*time.Second)
+	require.Equal(t, red(b.URL("")), rec.Address)
+	require.Equal(t, red(b.URL("")), conn.Address())
+	var tried []string
+	for _, e := range skipped {
+		if e.Kind == RecoveryRetrying {
+			tried = append(tried, e.Address)
+		}
+	}
+	require.Equal(t, []string{red(deadURL), red(a.URL("")), red(b.URL(""))}, tried, "each recovery walks the list in order")
+	_, err = confirmPublish(ctx, ch, "", "no-such-queue", Publishing{})
+	require.NoError(t, err)
+
+	_, err = DialAny(ctx, []string{brokerURLWith(t, "guest:wrong", "/", ""), a.URL("")}, DialOptions{})
+	require.ErrorIs(t, err, AccessRefused, "refused credentials fail the first dial at once")
+	_, err = DialAny(ctx, nil, DialOptions{})
+	require.Error(t, err)
 }
