@@ -176,7 +176,7 @@ func TestBrokerCloseConnectionByOperator(t *testing.T) {
 	requireConnErr(t, cons.Err(), ConnectionForced)
 	// The topology keeps what a reconnecting client would declare again.
 	topo := c.Topology()
-	require.Equal(t, []DeclaredQueue{{Name: q.Name, Options: QueueOptions{Exclusive: true}}}, topo.Queues)
+	require.Equal(t, []DeclaredQueue{{Name: q.Name, ServerNamed: true, Options: QueueOptions{Exclusive: true}}}, topo.Queues)
 	require.Equal(t, []DeclaredConsumer{{Queue: q.Name, Tag: cons.Tag, Options: ConsumeOptions{NoAck: true}}}, topo.Consumers)
 	_, err = ch.QueueDeclare(ctx, "", QueueOptions{Exclusive: true})
 	require.ErrorIs(t, err, ErrClosed)
