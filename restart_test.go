@@ -24,18 +24,7 @@ func TestBrokerGlobalRecoveryRestart(t *testing.T) {
 	closes := c.NotifyClose(make(chan error, 1))
 	ch := newChannel(t, ctx, c)
 	qn := testQueueName(t)
-	_, err := ch.QueueDeclare(ctx, qn, QueueOptions{Durable: true})
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if dc, err := Dial(ctx, brokerURL()); err == nil {
-			if ch, err := dc.Channel(ctx); err == nil {
-				_, _ = ch.QueueDelete(ctx, qn, QueueDeleteOptions{})
-			}
-			_ = dc.Close(ctx)
-		}
-	})
+	durableQueue(t, ctx, brokerURL(), qn, nil)
 	pub := confirmChannel(t, ctx, c)
 	persistent := Publishing{Properties: proto.Properties{DeliveryMode: proto.Persistent}}
 	for i := range 3 {

@@ -35,6 +35,27 @@ type soak struct {
 	bodyBytes int
 }
 
+// durableQueue declares a durable queue through uri (a connection that
+// does not recover, closed at once) and deletes it when the test ends.
+func durableQueue(t *testing.T, ctx context.Context, uri, name string, args proto.Table) {
+	t.Helper()
+	c := dialURL(t, uri, Config{Recovery: Recovery{Disabled: true}})
+	ch := newChannel(t, ctx, c)
+	_, err := ch.QueueDeclare(ctx, name, QueueOptions{Durable: true, Arguments: args})
+	require.NoError(t, err)
+	require.NoError(t, c.Close(ctx))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if dc, err := DialWith(ctx, uri, DialOptions{Config: Config{Recovery: Recovery{Disabled: true}}}); err == nil {
+			if ch, err := dc.Channel(ctx); err == nil {
+				_, _ = ch.QueueDelete(ctx, name, QueueDeleteOptions{})
+			}
+			_ = dc.Close(ctx)
+		}
+	})
+}
+
 // soakFault is one fault, given the run's names.
 type soakFault struct {
 	name string
@@ -95,6 +116,8 @@ type soakResult struct {
 	recoveries                                                          []time.Duration // loss to the first confirmed publish after it
 	faults                                                              []string
 	elapsed                                                             time.Duration
+	consRecoveries                                                      int       // the consumer's recoveries
+	startAddrs, endAddrs                                                [2]string // producer's and consumer's brokers
 }
 
 func (r soakResult) String() string {
@@ -132,6 +155,7 @@ func (s *soak) run(t *testing.T, ctx context.Context) soakResult {
 	var recovered atomic.Int64 // the producer's recoveries finished
 	var res soakResult
 	var resMu sync.Mutex
+	res.startAddrs = [2]string{prod.Address(), cons.Address()}
 	prodEvents := prod.NotifyRecovery(make(chan RecoveryEvent, 16))
 	consEvents := cons.NotifyRecovery(make(chan RecoveryEvent, 16))
 	var watchers sync.WaitGroup
@@ -149,7 +173,12 @@ func (s *soak) run(t *testing.T, ctx context.Context) soakResult {
 	}()
 	go func() {
 		defer watchers.Done()
-		for range consEvents {
+		for e := range consEvents {
+			if e.Kind == RecoveryRecovered {
+				resMu.Lock()
+				res.consRecoveries++
+				resMu.Unlock()
+			}
 		}
 	}()
 
@@ -355,6 +384,7 @@ publishing:
 	require.Zero(t, res.unexplained, "every duplicate is flagged Redelivered or was re-published after ErrMaybeSent")
 	res.messages = s.messages
 	res.elapsed = time.Since(start)
+	res.endAddrs = [2]string{prod.Address(), cons.Address()}
 	_ = prod.Close(ctx)
 	_ = cons.Close(ctx)
 	watchers.Wait()

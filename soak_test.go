@@ -31,21 +31,7 @@ func TestSoakRecovery(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(n/1000+120)*time.Second)
 	defer cancel()
 	qn := testQueueName(t)
-	c := dialURL(t, brokerURL(), Config{Recovery: Recovery{Disabled: true}})
-	ch := newChannel(t, ctx, c)
-	_, err := ch.QueueDeclare(ctx, qn, QueueOptions{Durable: true})
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if dc, err := Dial(ctx, brokerURL()); err == nil {
-			if ch, err := dc.Channel(ctx); err == nil {
-				_, _ = ch.QueueDelete(ctx, qn, QueueDeleteOptions{})
-			}
-			_ = dc.Close(ctx)
-		}
-	})
-	require.NoError(t, c.Close(ctx))
+	durableQueue(t, ctx, brokerURL(), qn, nil)
 
 	var faults []soakFault
 	for i := range kills {
