@@ -244,7 +244,7 @@ func (ch *Channel) ID() uint16 {
 }
 
 // Incarnation counts how often the channel was opened: 1 at first, +1 for
-// each reopening after a channel error.
+// each reopening, after a channel error or by a connection recovery.
 func (ch *Channel) Incarnation() uint64 {
 	ch.conn.lock()
 	defer ch.conn.unlock(driver.FlushLater)

@@ -48,9 +48,10 @@ func (e *env) errLine(err error) string {
 	if errors.Is(err, context.Canceled) && e.ctx.Err() != nil {
 		msg = "interrupted"
 	}
-	if len(e.password) >= 4 && e.password != "guest" { // guest is no secret
-
-		msg = strings.ReplaceAll(msg, e.password, "xxxxx")
+	for _, pw := range e.passwords {
+		if len(pw) >= 4 && pw != "guest" { // guest is no secret
+			msg = strings.ReplaceAll(msg, pw, "xxxxx")
+		}
 	}
 	msg = strings.Join(strings.Fields(msg), " ")
 	return "warren " + e.name + ": " + msg
@@ -62,7 +63,8 @@ type cmdFlags struct {
 	e        *env
 	synopsis string // "warren publish [flags] [BODY]"
 	about    string // paragraphs after the synopsis
-	url      *string
+	urls     stringList
+	connName *string
 }
 
 func newFlags(e *env, synopsis, about string) *cmdFlags {
@@ -70,7 +72,8 @@ func newFlags(e *env, synopsis, about string) *cmdFlags {
 	fs.SetOutput(discard{})
 	fs.Usage = func() {}
 	f := &cmdFlags{FlagSet: fs, e: e, synopsis: synopsis, about: about}
-	f.url = fs.String("url", "", "broker URI (default: $AMQP_URL, else "+defaultURL+")")
+	f.connName = fs.String("connection-name", "", "connection `name` the broker shows (default \"warren SUBCOMMAND\")")
+	fs.Var(&f.urls, "url", "broker `URI` (default: $AMQP_URL, else "+defaultURL+");\nrepeat it for a cluster's nodes: tried in order, and again on every recovery")
 	return f
 }
 
@@ -143,36 +146,58 @@ type stringList []string
 func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
-// brokerURL returns the URL to use: --url, else $AMQP_URL, else the
-// default. It remembers the password so that errors never show it.
-func (f *cmdFlags) brokerURL() (string, error) {
-	u := *f.url
-	if u == "" {
-		u = os.Getenv("AMQP_URL")
+// brokerURLs returns the URLs to use: every --url, else $AMQP_URL, else
+// the default. It remembers their passwords so that errors never show
+// them.
+func (f *cmdFlags) brokerURLs() ([]string, error) {
+	urls := []string(f.urls)
+	if len(urls) == 0 {
+		u := os.Getenv("AMQP_URL")
+		if u == "" {
+			u = defaultURL
+		}
+		urls = []string{u}
 	}
-	if u == "" {
-		u = defaultURL
+	for _, u := range urls {
+		parsed, err := warren.ParseURI(u)
+		if err != nil {
+			return nil, &exitError{code: exitUsage, err: err}
+		}
+		f.e.passwords = append(f.e.passwords, parsed.Password)
 	}
-	parsed, err := warren.ParseURI(u)
-	if err != nil {
-		return "", &exitError{code: exitUsage, err: err}
-	}
-	f.e.password = parsed.Password
-	return u, nil
+	return urls, nil
 }
 
-// dial connects to the broker named by the flags.
+// dial connects to the first broker of the flags' URLs that answers. The
+// connection recovers when the subcommand has a recovery watch (consume,
+// publish, perf); the others fail at once when their connection is lost.
 func (f *cmdFlags) dial(cfg warren.Config) (*warren.Connection, error) {
-	u, err := f.brokerURL()
+	urls, err := f.brokerURLs()
 	if err != nil {
 		return nil, err
 	}
 	if cfg.ConnectionName == "" {
-		cfg.ConnectionName = "warren " + f.e.name
+		cfg.ConnectionName = f.connectionName()
 	}
+	cfg.Recovery = f.e.watch.config()
 	ctx, cancel := context.WithTimeout(f.e.ctx, dialTimeout)
 	defer cancel()
-	return warren.DialWith(ctx, u, warren.DialOptions{Config: cfg})
+	conn, err := warren.DialAny(ctx, urls, warren.DialOptions{Config: cfg})
+	if err != nil {
+		return nil, err
+	}
+	if f.e.watch != nil {
+		f.e.watch.watch(cfg.ConnectionName, conn)
+	}
+	return conn, nil
+}
+
+// connectionName is --connection-name, else "warren SUBCOMMAND".
+func (f *cmdFlags) connectionName() string {
+	if *f.connName != "" {
+		return *f.connName
+	}
+	return "warren " + f.e.name
 }
 
 // dialChannel connects and opens one channel.

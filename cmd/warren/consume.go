@@ -23,6 +23,14 @@ Ctrl-C; each of these exits 0, whether or not anything was consumed. A broker
 or connection error, or the broker cancelling the consumer (the queue was
 deleted), exits 1.
 
+A lost connection (the broker restarted, an operator closed it, the network
+failed) is recovered: warren reconnects, trying each --url in turn, and
+consumes again on the same queue, for up to --recovery-timeout. Messages
+printed but not yet acknowledged when the connection was lost are delivered
+again (flagged redelivered): consume prints every message at least once. A
+connection lost again before a message arrived since the last recovery ends
+warren with the error.
+
 With --count N the prefetch is lowered to at most N and the last prefetch-many
 acknowledgements wait until the consumer is cancelled, so that the broker
 never hands out more than N messages. With --no-ack the broker considers a
@@ -30,6 +38,11 @@ message delivered as soon as it sends it: messages in flight when warren
 stops are lost.`
 
 func runConsume(e *env, args []string) error {
+	err := consume(e, args)
+	return e.watchErr(err)
+}
+
+func consume(e *env, args []string) error {
 	f := newFlags(e, "warren consume --queue Q [--count N] [--timeout D] [--prefetch N] [--no-ack] [--json]", consumeAbout)
 	queue := f.String("queue", "", "queue to consume from (required)")
 	count := f.Int("count", 0, "stop after `N` messages (0: no limit)")
@@ -37,6 +50,7 @@ func runConsume(e *env, args []string) error {
 	prefetch := f.Int("prefetch", 100, "unacknowledged messages the broker may send ahead (basic.qos)")
 	noAck := f.Bool("no-ack", false, "consume without acknowledgements")
 	asJSON := f.Bool("json", false, "print one JSON object per message")
+	watch := f.recoveryFlag()
 	if err := f.parseFlagsOnly(args, "queue"); err != nil {
 		return err
 	}
@@ -89,7 +103,9 @@ func runConsume(e *env, args []string) error {
 			err = cons.Cancel(ctx)
 		}
 		if held != nil {
-			if aerr := held.Ack(true); aerr != nil && err == nil {
+			// A delivery from before a recovery cannot be acked (the
+			// broker delivers it again): not a failure.
+			if aerr := held.Ack(true); aerr != nil && err == nil && !errors.Is(aerr, warren.ErrStaleDelivery) {
 				err = aerr
 			}
 		}
@@ -109,6 +125,7 @@ loop:
 				return errors.New("the consumer ended unexpectedly")
 			}
 			n++
+			watch.made()
 			var line []byte
 			if *asJSON {
 				line = messageJSON(&d, false)
@@ -121,7 +138,7 @@ loop:
 			}
 			if !*noAck {
 				if ackNowUpTo < 0 || n <= ackNowUpTo {
-					if err := d.Ack(false); err != nil {
+					if err := d.Ack(false); err != nil && !errors.Is(err, warren.ErrStaleDelivery) {
 						return err
 					}
 				} else {

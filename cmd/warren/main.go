@@ -19,6 +19,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 )
 
@@ -71,8 +72,11 @@ type env struct {
 	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
-	// password is the password of the URL in use, scrubbed from errors.
-	password string
+	// passwords are the passwords of the URLs in use, scrubbed from errors.
+	passwords []string
+	// watch follows the recovery of the connections of consume, publish
+	// and perf; nil for the other subcommands.
+	watch *recoveryWatch
 }
 
 // run runs the command line args (without the program name) and returns
@@ -113,7 +117,7 @@ func lookup(name string) *command {
 }
 
 func runCommand(ctx context.Context, c *command, args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
-	e := &env{ctx: ctx, name: c.name, stdin: stdin, stdout: stdout, stderr: stderr}
+	e := &env{ctx: ctx, name: c.name, stdin: stdin, stdout: stdout, stderr: &lockedWriter{w: stderr}}
 	defer func() {
 		// Never a stack trace: a bug becomes one line and exit code 1.
 		if r := recover(); r != nil {
@@ -139,6 +143,19 @@ func runCommand(ctx context.Context, c *command, args []string, stdin io.Reader,
 	return exitFailure
 }
 
+// lockedWriter serialises the writes of a subcommand's goroutines (perf's
+// progress lines, the recovery notes) so that lines never interleave.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
 func printMainUsage(w io.Writer) {
 	fmt.Fprint(w, `warren: a command-line AMQP 0-9-1 client
 
@@ -153,7 +170,9 @@ Subcommands:
 	}
 	fmt.Fprint(w, `
 Every subcommand takes --url (default: $AMQP_URL, else `+defaultURL+`)
-and --help. Flags may come before or after the positional arguments; "--" ends
+and --help. --url may be repeated (a cluster's nodes): consume, publish and
+perf recover from a lost connection, redialling the addresses in turn for up
+to --recovery-timeout; the other subcommands fail at once. Flags may come before or after the positional arguments; "--" ends
 the flags.
 
 Exit codes: 0 success, 1 failure, 2 usage error, 3 queue empty (get).

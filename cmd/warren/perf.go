@@ -42,7 +42,17 @@ confirms) was consumed exactly once, and prints a summary: on stdout, or with
 Exit code 0 only when the check passes: no message missing, none delivered
 twice without the redelivered flag (redeliveries are counted apart), and no
 connection or channel error. With --queue, the queue's existing messages are
-consumed (and acknowledged) too and counted as foreign.`
+consumed (and acknowledged) too and counted as foreign.
+
+A lost connection (the broker restarted, an operator closed it, the network
+failed) is recovered, trying each --url in turn for up to --recovery-timeout:
+producers publish on and consumers consume again. Publishes whose
+confirmation the loss cut off count as maybe-sent, not confirmed (so not
+expected by the check); messages delivered again after a loss carry the
+redelivered flag. The progress line shows connections recovering and the
+recoveries so far; the summary gives their number and durations (loss to
+recovered, p50 and max). A connection lost again before the run made progress
+since its last recovery ends the run with the error.`
 
 // perfHeader is the size of the message header: run id, producer id,
 // sequence number, send time (Unix nanoseconds), big-endian.
@@ -79,6 +89,7 @@ func runPerf(e *env, args []string) error {
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "how long to wait at the end for confirms and for the consumers to catch up")
 	asJSON := f.Bool("json", false, "print the summary as a JSON object on stdout")
 	svgFile := f.String("svg", "", "write an SVG chart of throughput and latency to `FILE`")
+	f.recoveryFlag()
 	if err := f.parseFlagsOnly(args); err != nil {
 		return err
 	}
@@ -107,12 +118,12 @@ func runPerf(e *env, args []string) error {
 	if o.count > 0 {
 		o.duration = 0
 	}
-	if _, err := f.brokerURL(); err != nil {
+	if _, err := f.brokerURLs(); err != nil {
 		return err
 	}
 	sum, err := (&perfRun{e: e, f: f, o: o}).run()
 	if err != nil {
-		return err
+		return e.watchErr(err)
 	}
 	if *svgFile != "" {
 		if err := writeSVGFile(*svgFile, sum); err != nil {
@@ -155,7 +166,9 @@ type perfRun struct {
 	start time.Time
 
 	sent, confirmed, nacked, unconfirmed atomic.Uint64
+	maybeSent                            atomic.Uint64 // confirmations a connection loss cut off
 	deliveries, redelivered, foreign     atomic.Uint64
+	stale                                atomic.Uint64 // acks refused: the delivery came before a recovery
 	firsts                               atomic.Uint64 // first deliveries of our messages
 	claimed                              atomic.Int64  // --count slots taken
 
@@ -168,7 +181,8 @@ type perfRun struct {
 
 	series []perfPoint
 
-	deleteQueue func() // the temporary queue's
+	queueOpts   *warren.QueueOptions // the temporary queue's declaration
+	deleteQueue func()               // the temporary queue's
 	deleted     bool
 }
 
@@ -200,7 +214,7 @@ func (r *perfRun) fail(format string, args ...any) {
 }
 
 func (r *perfRun) dial(role string) (*warren.Connection, error) {
-	return r.f.dial(warren.Config{ConnectionName: "warren perf " + role, ConsumerBuffer: max(r.o.prefetch, 256)})
+	return r.f.dial(warren.Config{ConnectionName: r.f.connectionName() + " " + role, ConsumerBuffer: max(r.o.prefetch, 256)})
 }
 
 func (r *perfRun) run() (*perfSummary, error) {
@@ -222,7 +236,8 @@ func (r *perfRun) run() (*perfSummary, error) {
 		if o.consumers > 0 { // a safety net should warren die: unused queues expire
 			args = proto.Table{{Name: "x-expires", Value: proto.Int32(int32(time.Minute / time.Millisecond))}}
 		}
-		if _, err := ch.QueueDeclare(e.ctx, r.queue, warren.QueueOptions{Arguments: args}); err != nil {
+		r.queueOpts = &warren.QueueOptions{Arguments: args}
+		if _, err := ch.QueueDeclare(e.ctx, r.queue, *r.queueOpts); err != nil {
 			return nil, err
 		}
 		deleteQueue := func() {
@@ -272,6 +287,14 @@ func (r *perfRun) run() (*perfSummary, error) {
 		}
 		if err := cch.Qos(e.ctx, warren.QosOptions{PrefetchCount: o.prefetch}); err != nil {
 			return nil, err
+		}
+		if r.queueOpts != nil {
+			// Declared on the consumer's connection too, so that its
+			// recovery declares the queue again before consuming, should a
+			// broker restart have dropped it.
+			if _, err := cch.QueueDeclare(e.ctx, r.queue, *r.queueOpts); err != nil {
+				return nil, err
+			}
 		}
 		if c.cons, err = cch.Consume(e.ctx, r.queue, warren.ConsumeOptions{}); err != nil {
 			return nil, err
@@ -339,9 +362,11 @@ func (r *perfRun) run() (*perfSummary, error) {
 
 	// Wait for the consumers to receive everything that may arrive.
 	if o.consumers > 0 {
-		target := r.sent.Load() - r.nacked.Load()
+		// Publishes a connection loss cut off may never have reached the
+		// queue: count them out, then check the expected ones exactly.
+		target := r.sent.Load() - r.nacked.Load() - r.maybeSent.Load()
 		tick := time.NewTicker(10 * time.Millisecond)
-		for r.firsts.Load() < target && time.Now().Before(drainDeadline) && !r.consumersGone() {
+		for (r.firsts.Load() < target || !r.allExpectedSeen()) && time.Now().Before(drainDeadline) && !r.consumersGone() {
 			<-tick.C
 		}
 		tick.Stop()
@@ -368,6 +393,24 @@ func (r *perfRun) run() (*perfSummary, error) {
 		r.deleted = true
 	}
 	return r.summary(sendElapsed, consumeElapsed, time.Now().After(drainDeadline)), nil
+}
+
+// allExpectedSeen reports whether every expected message (every
+// confirmed one, or every sent one without confirms) was consumed. It runs
+// once the producers stopped.
+func (r *perfRun) allExpectedSeen() bool {
+	for i, p := range r.producers {
+		rv := r.recv[i]
+		rv.mu.Lock()
+		for seq := uint64(0); seq < p.sent; seq++ {
+			if (!r.o.confirm || p.confirmed.has(seq)) && !rv.seen.has(seq) {
+				rv.mu.Unlock()
+				return false
+			}
+		}
+		rv.mu.Unlock()
+	}
+	return true
 }
 
 // consumersGone reports whether every consumer ended.
@@ -406,11 +449,14 @@ func (r *perfRun) produce(ctx, confirmCtx context.Context, p *perfProducer) {
 			for pc := range pending {
 				acked, err := pc.cf.Wait(confirmCtx)
 				switch {
+				case errors.Is(err, warren.ErrMaybeSent):
+					r.maybeSent.Add(1)
 				case err != nil:
 					r.unconfirmed.Add(1)
 				case acked:
 					p.confirmed.set(pc.seq)
 					r.confirmed.Add(1)
+					r.e.watch.made()
 				default:
 					r.nacked.Add(1)
 				}
@@ -489,6 +535,7 @@ func (r *perfRun) consume(c *perfConsumer) {
 	for d := range c.cons.Deliveries() {
 		now := time.Now()
 		r.deliveries.Add(1)
+		r.e.watch.made()
 		if d.Redelivered {
 			r.redelivered.Add(1)
 		}
@@ -508,7 +555,9 @@ func (r *perfRun) consume(c *perfConsumer) {
 		} else {
 			r.foreign.Add(1)
 		}
-		if err := d.Ack(false); err != nil {
+		if err := d.Ack(false); errors.Is(err, warren.ErrStaleDelivery) {
+			r.stale.Add(1) // delivered again, flagged redelivered
+		} else if err != nil {
 			r.fail("acknowledging: %v", err)
 		}
 	}
@@ -564,6 +613,12 @@ func (r *perfRun) report(stop <-chan struct{}, done chan<- struct{}) {
 		if pt.Latency {
 			line += fmt.Sprintf(", latency p50 %s ms, p99 %s ms", fmtMS(pt.P50), fmtMS(pt.P99))
 		}
+		if rs := r.e.watch.stats(); rs.Losses > 0 {
+			if rs.Recovering > 0 {
+				line += fmt.Sprintf(", recovering %d connection(s)", rs.Recovering)
+			}
+			line += fmt.Sprintf(", recoveries %d (p50 %s ms, max %s ms)", rs.Recovered, fmtMS(rs.P50), fmtMS(rs.Max))
+		}
 		fmt.Fprintln(r.e.stderr, line)
 	}
 	for {
@@ -591,37 +646,40 @@ func fmtMS(ms float64) string {
 
 // perfSummary is the result of a run (the --json object).
 type perfSummary struct {
-	OK                    bool        `json:"ok"`
-	Queue                 string      `json:"queue"`
-	Producers             int         `json:"producers"`
-	Consumers             int         `json:"consumers"`
-	Size                  int         `json:"size"`
-	Confirm               bool        `json:"confirm"`
-	ConfirmWindow         int         `json:"confirm_window,omitempty"`
-	RateLimit             float64     `json:"rate_limit"`
-	Prefetch              int         `json:"prefetch"`
-	DurationSeconds       float64     `json:"duration_seconds"`
-	Sent                  uint64      `json:"sent"`
-	Confirmed             uint64      `json:"confirmed"`
-	Nacked                uint64      `json:"nacked"`
-	Unconfirmed           uint64      `json:"unconfirmed"`
-	Expected              uint64      `json:"expected"`
-	Consumed              uint64      `json:"consumed"`
-	Missing               uint64      `json:"missing"`
-	Duplicates            uint64      `json:"duplicates"`
-	Received              uint64      `json:"received"`
-	Redelivered           uint64      `json:"redelivered"`
-	RedeliveredDuplicates uint64      `json:"redelivered_duplicates"`
-	Unexpected            uint64      `json:"unexpected"`
-	Foreign               uint64      `json:"foreign"`
-	SendRate              float64     `json:"send_rate"`
-	ConfirmRate           float64     `json:"confirm_rate"`
-	ReceiveRate           float64     `json:"receive_rate"`
-	Latency               perfLatency `json:"latency_ms"`
-	Interrupted           bool        `json:"interrupted"` // by Ctrl-C: the check still ran
-	Errors                []string    `json:"errors"`
-	Series                []perfPoint `json:"series"`
-	checked               bool        // consumers ran, so the check means something
+	OK                    bool          `json:"ok"`
+	Queue                 string        `json:"queue"`
+	Producers             int           `json:"producers"`
+	Consumers             int           `json:"consumers"`
+	Size                  int           `json:"size"`
+	Confirm               bool          `json:"confirm"`
+	ConfirmWindow         int           `json:"confirm_window,omitempty"`
+	RateLimit             float64       `json:"rate_limit"`
+	Prefetch              int           `json:"prefetch"`
+	DurationSeconds       float64       `json:"duration_seconds"`
+	Sent                  uint64        `json:"sent"`
+	Confirmed             uint64        `json:"confirmed"`
+	Nacked                uint64        `json:"nacked"`
+	Unconfirmed           uint64        `json:"unconfirmed"`
+	MaybeSent             uint64        `json:"maybe_sent"` // unconfirmed at a connection loss
+	Expected              uint64        `json:"expected"`
+	Consumed              uint64        `json:"consumed"`
+	Missing               uint64        `json:"missing"`
+	Duplicates            uint64        `json:"duplicates"`
+	Received              uint64        `json:"received"`
+	Redelivered           uint64        `json:"redelivered"`
+	RedeliveredDuplicates uint64        `json:"redelivered_duplicates"`
+	Unexpected            uint64        `json:"unexpected"`
+	Foreign               uint64        `json:"foreign"`
+	StaleAcks             uint64        `json:"stale_acks"` // deliveries from before a recovery
+	Recoveries            recoveryStats `json:"recoveries"`
+	SendRate              float64       `json:"send_rate"`
+	ConfirmRate           float64       `json:"confirm_rate"`
+	ReceiveRate           float64       `json:"receive_rate"`
+	Latency               perfLatency   `json:"latency_ms"`
+	Interrupted           bool          `json:"interrupted"` // by Ctrl-C: the check still ran
+	Errors                []string      `json:"errors"`
+	Series                []perfPoint   `json:"series"`
+	checked               bool          // consumers ran, so the check means something
 	drainTimedOut         bool
 	start                 time.Time // for the chart's title
 }
@@ -641,7 +699,8 @@ func (r *perfRun) summary(sendElapsed, consumeElapsed time.Duration, drainTimedO
 		Confirm: o.confirm, RateLimit: o.rate, Prefetch: o.prefetch,
 		DurationSeconds: sendElapsed.Seconds(),
 		Sent:            r.sent.Load(), Confirmed: r.confirmed.Load(), Nacked: r.nacked.Load(), Unconfirmed: r.unconfirmed.Load(),
-		Received: r.deliveries.Load(), Redelivered: r.redelivered.Load(), Foreign: r.foreign.Load(),
+		MaybeSent: r.maybeSent.Load(), Received: r.deliveries.Load(), Redelivered: r.redelivered.Load(), Foreign: r.foreign.Load(),
+		StaleAcks: r.stale.Load(), Recoveries: r.e.watch.stats(),
 		Series: r.series, checked: o.consumers > 0, start: r.start,
 		Interrupted: r.e.ctx.Err() != nil, drainTimedOut: drainTimedOut,
 	}
@@ -691,6 +750,9 @@ func (r *perfRun) summary(sendElapsed, consumeElapsed time.Duration, drainTimedO
 	r.errMu.Lock()
 	s.Errors = append([]string{}, r.errors...)
 	r.errMu.Unlock()
+	if err := r.e.watch.err(); err != nil { // the cause of the errors that follow it
+		s.Errors = append([]string{err.Error()}, s.Errors...)
+	}
 	if s.Unconfirmed > 0 {
 		s.Errors = append(s.Errors, fmt.Sprintf("%d publish(es) left unconfirmed", s.Unconfirmed))
 	}
@@ -750,7 +812,15 @@ func (s *perfSummary) writeText(w io.Writer) {
 		s.Producers, s.Consumers, s.Size, mode, s.Prefetch, s.Queue)
 	fmt.Fprintf(w, "  sent       %d messages in %.2f s (%.0f msg/s)\n", s.Sent, s.DurationSeconds, s.SendRate)
 	if s.Confirm {
-		fmt.Fprintf(w, "  confirmed  %d (%.0f msg/s), nacked %d, unconfirmed %d\n", s.Confirmed, s.ConfirmRate, s.Nacked, s.Unconfirmed)
+		fmt.Fprintf(w, "  confirmed  %d (%.0f msg/s), nacked %d, unconfirmed %d", s.Confirmed, s.ConfirmRate, s.Nacked, s.Unconfirmed)
+		if s.MaybeSent > 0 {
+			fmt.Fprintf(w, ", maybe sent %d (cut off by a connection loss)", s.MaybeSent)
+		}
+		fmt.Fprintln(w)
+	}
+	if rs := s.Recoveries; rs.Losses > 0 {
+		fmt.Fprintf(w, "  recovery   %d connection loss(es), %d recovered: loss to recovered p50 %s ms, max %s ms; %d stale ack(s)\n",
+			rs.Losses, rs.Recovered, fmtMS(rs.P50), fmtMS(rs.Max), s.StaleAcks)
 	}
 	if s.checked {
 		fmt.Fprintf(w, "  consumed   %d of %d expected; %d deliveries (%.0f msg/s), %d redelivered, %d foreign\n",

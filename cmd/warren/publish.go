@@ -35,12 +35,23 @@ headers, replacing JSON ones of the same name.
 the exit code is 1 if any message was nacked, returned or left unconfirmed.
 --mandatory implies confirm mode too (the broker sends a message's
 basic.return before its ack, so every return is known before warren exits):
-a returned message makes the exit code 1 and is reported on stderr.`
+a returned message makes the exit code 1 and is reported on stderr.
+
+A lost connection (the broker restarted, an operator closed it, the network
+failed) is recovered: warren reconnects, trying each --url in turn, for up to
+--recovery-timeout, and publishes the rest. With --confirm, a message whose
+confirmation the loss cut off is never re-sent silently: it counts as not
+confirmed (exit code 1). A connection lost again before a message was
+published since the last recovery ends warren with the error.`
 
 // publishWindow bounds the confirmations outstanding at once.
 const publishWindow = 10000
 
 func runPublish(e *env, args []string) error {
+	return e.watchErr(publish(e, args))
+}
+
+func publish(e *env, args []string) error {
 	f := newFlags(e, "warren publish --exchange X --routing-key K [flags] [BODY]", publishAbout)
 	exchange := f.String("exchange", "", "exchange to publish to (default: the default exchange \"\")")
 	key := f.String("routing-key", "", "routing key")
@@ -53,6 +64,7 @@ func runPublish(e *env, args []string) error {
 	count := f.Int("count", 1, "publish each message `N` times")
 	lines := f.Bool("lines", false, "publish each line of stdin as one message")
 	timeout := f.Duration("confirm-timeout", 30*time.Second, "how long to wait for outstanding confirmations at the end")
+	watch := f.recoveryFlag()
 	pos, err := f.parse(args)
 	if err != nil {
 		return err
@@ -144,10 +156,25 @@ func runPublish(e *env, args []string) error {
 	}
 
 	// The library reopens a channel the broker closed (say, on a publish to
-	// a missing exchange) at the next call, silently: a new incarnation
-	// means publishes were lost.
-	incarnation := ch.Incarnation()
-	channelLost := func() bool { return ch.Incarnation() != incarnation }
+	// a missing exchange) at the next call, silently: a channel error means
+	// publishes were lost. (A recovered connection is not one: the
+	// channel's close listeners hear only of channel errors and of the
+	// end.)
+	closes := ch.NotifyClose(make(chan error, 1))
+	var channelErr error
+	channelLost := func() bool {
+		if channelErr == nil {
+			select {
+			case err, ok := <-closes:
+				if !ok {
+					err = warren.ErrClosed
+				}
+				channelErr = err
+			default:
+			}
+		}
+		return channelErr != nil
+	}
 	var st publishStats
 	var pending []*warren.Confirmation
 	settle := func(cf *warren.Confirmation, ctx context.Context) {
@@ -188,6 +215,7 @@ publishing:
 					break publishing
 				}
 				st.sent++
+				watch.made()
 				if channelLost() {
 					break publishing
 				}
@@ -199,6 +227,7 @@ publishing:
 				break publishing
 			}
 			st.sent++
+			watch.made()
 			pending = append(pending, cf)
 			if channelLost() {
 				break publishing
@@ -224,10 +253,7 @@ publishing:
 		}
 	}
 	if pubErr == nil && channelLost() {
-		pubErr = st.firstErr // in confirm mode: why the channel closed
-		if pubErr == nil {
-			pubErr = errors.New("the broker closed the channel while warren was publishing (a missing exchange?); run with --confirm to learn why")
-		}
+		pubErr = fmt.Errorf("the broker closed the channel while warren was publishing: %w", channelErr)
 	}
 	if pubErr != nil {
 		if st.sent > 0 {
