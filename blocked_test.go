@@ -87,3 +87,54 @@ func TestBrokerGlobalBlocked(t *testing.T) {
 		return err == nil && q2.Messages == 2
 	}, 10*time.Second, 50*time.Millisecond)
 }
+
+// The blocked state resets on a loss: the listeners hear unblocked, the
+// recovered connection starts unblocked, and the broker blocks it again
+// when it publishes while the alarm persists.
+func TestBrokerGlobalBlockedResetsOnRecovery(t *testing.T) {
+	restore := watermarkArgs(t)
+	t.Cleanup(func() { rabbitmqctl(t, restore...) })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	name := testQueueName(t) // unique: the connection's name
+	c := dialURL(t, brokerURL(), Config{ConnectionName: name, Recovery: Recovery{Backoff: Backoff{Initial: 50 * time.Millisecond}}})
+	events := watchRecovery(c)
+	blocking := c.NotifyBlocked(make(chan Blocking, 8))
+	ch := newChannel(t, ctx, c)
+	next := func() Blocking {
+		t.Helper()
+		select {
+		case b := <-blocking:
+			return b
+		case <-ctx.Done():
+			t.Fatal("no blocked or unblocked notification")
+			return Blocking{}
+		}
+	}
+	trigger := func() {
+		t.Helper()
+		short, cancelShort := context.WithTimeout(ctx, 5*time.Second)
+		defer cancelShort()
+		require.NoError(t, ch.Publish(short, "", "warren.nowhere", Publishing{Body: []byte("trigger")}))
+	}
+
+	rabbitmqctl(t, "set_vm_memory_high_watermark", "0.0000001")
+	trigger()
+	require.True(t, next().Active)
+	require.True(t, c.Blocked())
+
+	rabbitmqctl(t, "close_connection", connectionPid(t, name), "blocked test")
+	events.waitFor(t, RecoveryLost, 10*time.Second)
+	b := next()
+	require.False(t, b.Active, "the loss unblocks the listeners")
+	events.waitFor(t, RecoveryRecovered, 20*time.Second)
+	require.False(t, c.Blocked(), "a recovered connection starts unblocked")
+
+	trigger() // the alarm persists: the broker blocks the new connection
+	require.True(t, next().Active)
+	require.True(t, c.Blocked())
+	rabbitmqctl(t, restore...)
+	require.False(t, next().Active)
+	require.False(t, c.Blocked())
+}
