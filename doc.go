@@ -46,6 +46,23 @@
 // from a closed incarnation returns ErrStaleDelivery without sending
 // anything (the broker redelivers the message).
 //
+// # Recovery
+//
+// A connection made by Dial, DialWith, DialAny or Connect recovers from a
+// loss (a network failure, a missed heartbeat, a broker restart or an
+// operator's close) on its own: it dials again, walking its addresses with
+// backoff, restores its channels and what was declared through it, and
+// carries on under the same *Connection, *Channel and *Consumer values;
+// tags and sequence numbers keep increasing across recoveries as across
+// incarnations. A loss that recovery handles is reported only to
+// NotifyRecovery listeners (lost, retrying, recovered, gave up) and the
+// Logger; NotifyClose, Done, Err and the closing of Deliveries happen once,
+// when the connection ends for good. State tells open, recovering and
+// closed apart; IsAlive is false while recovering. Recovery documents what
+// is restored, in what order, what is not, and what happens to work in
+// flight; Config.Recovery configures it (or turns it off). A Connection
+// opened with Open over a net.Conn it cannot dial again does not recover.
+//
 // # Notifications
 //
 // Connection.NotifyClose, Connection.NotifyBlocked, Channel.NotifyClose,
