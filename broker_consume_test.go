@@ -430,3 +430,55 @@ func TestBrokerConsumerCancelNotification(t *testing.T) {
 		requireEnded(t, survivor)
 	})
 }
+
+// Consumer.Cancel called from the goroutine that ranges over Deliveries
+// never stalls, even when the broker may send more than the buffer holds
+// (a prefetch above ConsumerBuffer, or no-ack): what arrives while it
+// waits for cancel-ok is kept and comes out of Deliveries afterwards, in
+// order, none dropped.
+func TestBrokerCancelFromTheDrainingGoroutine(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts ConsumeOptions
+		want int // deliveries the broker sends before cancel-ok at most / exactly
+	}{
+		{"manual ack, prefetch 40 over a buffer of 4", ConsumeOptions{Prefetch: 40}, 40},
+		{"no-ack, buffer of 4", ConsumeOptions{NoAck: true}, 100},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := brokerCtx(t)
+			c := dialTest(t, Config{ConsumerBuffer: 4})
+			ch := newChannel(t, ctx, c)
+			q, err := ch.QueueDeclare(ctx, "", QueueOptions{Exclusive: true})
+			require.NoError(t, err)
+			publishN(t, ctx, confirmChannel(t, ctx, c), q.Name, 100)
+			cons, err := ch.Consume(ctx, q.Name, tc.opts)
+			require.NoError(t, err)
+
+			// Let the broker fill the buffer and the reader wait for room.
+			first := recv(t, ctx, cons)
+			time.Sleep(200 * time.Millisecond)
+			short, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			require.NoError(t, cons.Cancel(short), "Cancel from the draining goroutine returns")
+
+			bodies := []string{string(first.Body)}
+			for d := range cons.Deliveries() {
+				bodies = append(bodies, string(d.Body))
+			}
+			require.NoError(t, cons.Err())
+			if tc.opts.NoAck {
+				require.Len(t, bodies, tc.want, "every message the broker sent, none dropped")
+			} else {
+				require.Len(t, bodies, tc.want, "the prefetch's worth, none dropped")
+				require.NoError(t, ch.Ack(ctx, 0, true), "and they can be acknowledged")
+			}
+			for i, b := range bodies {
+				require.Equal(t, fmt.Sprintf("m%d", i), b, "in order")
+			}
+			left, err := ch.QueueDeclare(ctx, q.Name, QueueOptions{Passive: true})
+			require.NoError(t, err)
+			require.Equal(t, 100-tc.want, left.Messages)
+		})
+	}
+}

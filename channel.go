@@ -27,28 +27,29 @@ import (
 type Channel struct {
 	conn *Connection
 
-	// Guarded by the driver's lock.
+	// Guarded by the driver's lock. (The flags, the id and consSeq share
+	// a word: an idle connection's footprint counts every byte.)
 	id          uint16
+	userClosed  bool   // Close was called
+	finished    bool   // closed for good: listeners are closed
+	restorer    bool   // a recovery's own channel: passes the gate, never restored itself
+	txDirty     bool   // tx mode: published or settled since the last commit or rollback
+	txLost      bool   // tx mode: a connection loss discarded the transaction in progress
+	confirming  bool   // the application's intent, replayed on every incarnation (as qos and tx)
+	tx          bool   // (see confirming)
+	consSeq     uint32 // numbers consumers in the order they started
 	incarnation uint64
 	lastErr     error         // why the current incarnation closed; nil while open
-	userClosed  bool          // Close was called
-	finished    bool          // closed for good: listeners are closed
 	opened      chan struct{} // closed when the current incarnation's opening ends (openErr says how)
 	openErr     error
 	reopening   chan struct{} // closed when a reopening finishes
 	closed      chan struct{} // closed when the incarnation Close closes has closed
 	consumers   map[string]*consumer
-	lastCons    *consumer   // the consumer found for the last delivery
-	consSeq     uint64      // numbers consumers in the order they started
-	ending      []*consumer // consumers a recovery gave up on: they end when the channel next opens
-	restorer    bool        // a recovery's own channel: passes the gate, never restored itself
-	txDirty     bool        // tx mode: published or settled since the last commit or rollback
-	txLost      bool        // tx mode: a connection loss discarded the transaction in progress
+	lastCons    *consumer // the consumer found for the last delivery
 
-	// The application's intent, replayed on every incarnation.
-	confirming bool
-	qos        [2]*frames.BasicQos // [0] per consumer, [1] global (Global)
-	tx         bool
+	// The application's intent, replayed on every incarnation (with
+	// confirming and tx above).
+	qos [2]*frames.BasicQos // [0] per consumer, [1] global (Global)
 
 	// Offsets that keep tags increasing across incarnations: a tag the
 	// application sees is the broker's plus the offset.

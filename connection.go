@@ -28,7 +28,10 @@ type Config struct {
 	ConnectionName string
 	// Properties are extra client properties.
 	Properties proto.Table
-	// Heartbeat is the interval asked for (negative: none).
+	// Heartbeat is the heartbeat interval asked for, in whole seconds:
+	// the lower non-zero value of this and the broker's proposal wins.
+	// Zero means 60 s; negative asks for none, which the broker then
+	// neither sends nor expects (a URI's heartbeat=0 means the same).
 	Heartbeat time.Duration
 	// ChannelMax and FrameMax are the limits asked for.
 	ChannelMax uint16
@@ -98,33 +101,32 @@ type Connection struct {
 	cfg       Config
 	log       *slog.Logger
 	endpoints []endpoint // where recovery dials; empty for Open (no recovery)
-	rec       Recovery   // the configuration, with defaults filled in
-	shuffle   bool       // each recovery walks the endpoints in a new random order
-	topo      topology
+	topo      lazyTopology
 
 	// mu is the lock of every driver this connection has had
 	// (driver.Options.Mutex): it guards the current core and everything
 	// below, whichever driver is current.
-	mu       sync.Mutex
-	d        atomic.Pointer[driver.Driver] // the current driver; replaced under mu
-	done     chan struct{}                 // closed when the connection has ended for good
-	doneOnce sync.Once
+	mu   sync.Mutex
+	d    atomic.Pointer[driver.Driver] // the current driver; replaced under mu
+	done atomic.Pointer[chan struct{}] // Done's channel, made by its first call (closeDone)
 
-	// Guarded by mu.
-	connector      Connector             // the current endpoint's
-	address        string                // the current endpoint's name (redacted URI)
-	state          ConnState             // open, recovering or closed
-	gate           chan struct{}         // while recovering: closed when calls may go on
-	recCancel      context.CancelFunc    // stops the recovery goroutine
-	recDone        chan struct{}         // closed when the recovery goroutine has ended; nil when none runs
-	lostAt         time.Time             // when the connection was last lost
-	userClosed     bool                  // Close was called
-	blocked        bool                  // the broker blocks the current connection
-	secretPending  int                   // update-secret requests awaiting their reply
-	chans          map[uint16]*Channel   // the open (or opening) incarnations, by id
-	between        map[*Channel]struct{} // Channels between incarnations (closed by an error, not reopened yet)
+	// Guarded by mu (and, as fields the footprint of an idle connection
+	// counts, packed: the flags share a word).
+	cur            *endpoint                // the endpoint connected to (an element of endpoints); nil for Open
+	state          ConnState                // open, recovering or closed
+	shuffle        bool                     // each recovery walks the endpoints in a new random order (set once)
+	userClosed     bool                     // Close was called
+	blocked        bool                     // the broker blocks the current connection
+	ended          bool                     // the connection has ended for good
+	gate           chan struct{}            // while recovering: closed when calls may go on
+	recCancel      context.CancelFunc       // stops the recovery goroutine
+	recDone        chan struct{}            // closed when the recovery goroutine has ended; nil when none runs
+	lostAt         int64                    // when the connection was last lost (Unix ns)
+	secretPending  int                      // update-secret requests awaiting their reply
+	chans          map[uint16]*Channel      // the open (or opening) incarnations, by id
+	between        map[*Channel]struct{}    // Channels between incarnations (closed by an error, not reopened yet)
+	ending         map[*Channel][]*consumer // consumers a recovery gave up on: they end when their channel next opens
 	requests       map[statemachine.Token]*waiter
-	ended          bool  // the connection has ended for good
 	err            error // why it ended
 	closeListeners []*listener[error]
 	blockListeners []*listener[Blocking]
@@ -134,11 +136,12 @@ type Connection struct {
 	// contract): Event fills acts and Perform empties them. A new driver
 	// starts only once the last one's goroutines have ended.
 	acts    []action
-	strings frames.Interner
-	intern  func([]byte) string // strings.String, bound once
+	strings *frames.Interner    // made on the first delivery: an idle connection does without
+	intern  func([]byte) string // internString, bound once
 	slab    []byte              // block that small delivery bodies are copied into
 
-	inHandler atomic.Bool // a ConsumeOptions.Handler runs on the reader goroutine
+	inHandler atomic.Bool   // a ConsumeOptions.Handler runs on the reader goroutine
+	doneState atomic.Uint32 // doneEnded, doneChanClosed (closeDone)
 }
 
 // ConnState is the state of a Connection: see Connection.State.
@@ -193,6 +196,7 @@ func Open(ctx context.Context, nc net.Conn, cfg Config) (*Connection, error) {
 // endpoints recovery may dial (none: no recovery).
 func open(ctx context.Context, nc net.Conn, cfg Config, eps []endpoint) (*Connection, error) {
 	cfg = withDefaults(cfg)
+	cfg.Recovery = cfg.Recovery.withDefaults()
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -201,12 +205,10 @@ func open(ctx context.Context, nc net.Conn, cfg Config, eps []endpoint) (*Connec
 		cfg:       cfg,
 		log:       log,
 		endpoints: eps,
-		rec:       cfg.Recovery.withDefaults(),
-		done:      make(chan struct{}),
 		chans:     make(map[uint16]*Channel),
 		requests:  make(map[statemachine.Token]*waiter),
 	}
-	c.intern = c.strings.String
+	c.intern = c.internString
 	if _, err := c.handshake(ctx, nc, cfg); err != nil {
 		return nil, err
 	}
@@ -274,6 +276,7 @@ func (c *Connection) handshake(ctx context.Context, nc net.Conn, cfg Config) (*d
 	}
 	c.mu.Lock()
 	ok, herr := h.opened, h.err
+	h.connected = nil // closed, and needed no more
 	c.mu.Unlock()
 	if !ok {
 		d.Wait()
@@ -323,9 +326,7 @@ func (c *Connection) State() ConnState {
 // or Warren closed it; when recovery gave up it wraps ErrGaveUp and the
 // last attempt's error.
 func (c *Connection) Err() error {
-	select {
-	case <-c.done:
-	default:
+	if c.doneState.Load()&doneEnded == 0 {
 		return nil
 	}
 	c.lock()
@@ -335,10 +336,70 @@ func (c *Connection) Err() error {
 
 // Done is closed when the connection has ended for good and its
 // goroutines are ending. A loss that recovery handles does not close it.
-func (c *Connection) Done() <-chan struct{} { return c.done }
+func (c *Connection) Done() <-chan struct{} {
+	if p := c.done.Load(); p != nil {
+		return *p
+	}
+	// Made on demand: a connection nobody asks costs no channel.
+	ch := make(chan struct{})
+	if !c.done.CompareAndSwap(nil, &ch) {
+		return *c.done.Load()
+	}
+	if c.doneState.Load()&doneEnded != 0 { // ended meanwhile: closeDone may have missed it
+		c.closeDoneChan()
+	}
+	return ch
+}
 
-// closeDone closes Done (once).
-func (c *Connection) closeDone() { c.doneOnce.Do(func() { close(c.done) }) }
+// Bits of Connection.doneState.
+const (
+	doneEnded      = 1 << iota // the connection has ended for good
+	doneChanClosed             // Done's channel is closed
+)
+
+// internString interns a delivery's header strings (the reader
+// goroutine's).
+func (c *Connection) internString(b []byte) string {
+	if c.strings == nil {
+		c.strings = new(frames.Interner)
+	}
+	return c.strings.String(b)
+}
+
+// closeDone marks the connection ended for good and closes Done's
+// channel if it was made (else Done makes it closed). Whichever of
+// closeDone and the first Done runs second sees the other's write, so
+// the channel is always closed, once.
+func (c *Connection) closeDone() {
+	for {
+		s := c.doneState.Load()
+		if s&doneEnded != 0 {
+			return
+		}
+		if c.doneState.CompareAndSwap(s, s|doneEnded) {
+			break
+		}
+	}
+	c.closeDoneChan()
+}
+
+// closeDoneChan closes Done's channel, if made, once.
+func (c *Connection) closeDoneChan() {
+	p := c.done.Load()
+	if p == nil {
+		return
+	}
+	for {
+		s := c.doneState.Load()
+		if s&doneChanClosed != 0 {
+			return
+		}
+		if c.doneState.CompareAndSwap(s, s|doneChanClosed) {
+			close(*p)
+			return
+		}
+	}
+}
 
 // NetConn returns the current underlying byte stream (a recovery
 // replaces it). Reading or writing it directly corrupts the connection.
@@ -517,7 +578,7 @@ func (c *Connection) waitOpenLocked(ctx context.Context) (*statemachine.Conn, er
 		case c.state == ConnOpen && m.State() == statemachine.StateOpen:
 			return m, nil
 		case c.state == ConnRecovering:
-			if c.rec.FailFast {
+			if c.cfg.Recovery.FailFast {
 				c.unlock(driver.FlushLater)
 				return nil, ErrRecovering
 			}

@@ -163,12 +163,23 @@ type consumer struct {
 	tag        string
 	queue      string         // the queue consumed (renamed by a recovery if server-named)
 	opts       ConsumeOptions // as given to Consume, replayed by a recovery
-	seq        uint64         // the order consumers started on their channel
+	seq        uint32         // the order consumers started on their channel
 	deliveries chan Delivery
 	onCancel   *listener[string] // ConsumeOptions.OnCancel
 	handler    func(Delivery)    // ConsumeOptions.Handler: called on the reader goroutine instead of sending
 	ended      bool              // deliveries closed (reader goroutine only; see endDetachedLocked)
 	err        error             // why it ended (guarded by the driver's lock)
+
+	// Cancel closes cancelling (under the driver's lock, once: cancelled
+	// says so). From then on the reader does not wait for room in a full
+	// Deliveries buffer: it keeps what arrives in overflow (reader
+	// goroutine only), in order, so that it can read the cancel-ok that
+	// the goroutine calling Cancel (perhaps the one that drains
+	// Deliveries) waits for. Overflow is bounded by what the broker sent
+	// before cancel-ok: at most the prefetch for a manual-ack consumer.
+	cancelling chan struct{}
+	cancelled  bool
+	overflow   []Delivery
 }
 
 // ConsumeOptions are the options of basic.consume.
@@ -261,7 +272,8 @@ func (ch *Channel) Consume(ctx context.Context, queue string, opts ConsumeOption
 		}
 	}
 	method := &frames.BasicConsume{Queue: queue, ConsumerTag: opts.ConsumerTag, NoLocal: opts.NoLocal, NoAck: opts.NoAck, Exclusive: opts.Exclusive, Arguments: opts.Arguments}
-	cons := &consumer{queue: queue, opts: opts, deliveries: make(chan Delivery, c.cfg.ConsumerBuffer), handler: opts.Handler}
+	cons := &consumer{queue: queue, opts: opts, deliveries: make(chan Delivery, c.cfg.ConsumerBuffer), handler: opts.Handler,
+		cancelling: make(chan struct{})}
 	if opts.Handler != nil {
 		cons.deliveries = make(chan Delivery) // nothing is ever sent; it closes when the consumer ends
 	}
@@ -304,8 +316,20 @@ func (ch *Channel) Consume(ctx context.Context, queue string, opts ConsumeOption
 
 // Cancel stops the consumer (basic.cancel) and waits for cancel-ok.
 // Deliveries already on their way still arrive before Deliveries closes,
-// so keep receiving until it does.
+// so keep receiving until it does. Cancel never waits for the application
+// to receive: it may be called from the goroutine that ranges over
+// Deliveries, whatever the prefetch, and deliveries that arrive while it
+// waits are kept, in order, behind those in the buffer (at most what the
+// broker sent before cancel-ok, so at most the prefetch for a manual-ack
+// consumer), never dropped.
 func (cs *Consumer) Cancel(ctx context.Context) error {
+	c := cs.ch.conn
+	c.lock()
+	if cons := cs.cons; !cons.cancelled {
+		cons.cancelled = true
+		close(cons.cancelling)
+	}
+	c.unlock(driver.FlushLater)
 	_, _, err := cs.ch.call(ctx, &frames.BasicCancel{ConsumerTag: cs.Tag})
 	cs.ch.conn.topo.deleteConsumer(cs.Tag)
 	return err

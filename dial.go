@@ -76,15 +76,52 @@ func DialAny(ctx context.Context, uris []string, opts DialOptions) (*Connection,
 		}
 		eps[i] = ep
 	}
-	return connect(ctx, eps, opts.Shuffle)
+	return connect(ctx, opts.Config, eps, opts.Shuffle)
 }
 
-// endpoint is one broker address a Connection may dial.
+// endpoint is one broker address a Connection may dial. It keeps only
+// what its URI sets (the rest of the configuration is the Connection's):
+// an idle connection's footprint counts every byte.
 type endpoint struct {
 	connector Connector
-	cfg       Config        // the connection configuration, with the URI's settings
-	name      string        // for logs and events (credentials redacted)
+	rawURI    string        // as given (the caller's string, not a copy); empty for Connect
 	timeout   time.Duration // bounds one attempt; 0: Recovery.AttemptTimeout
+	uri       uriSettings
+}
+
+// name is the endpoint's URI with the password redacted, for errors,
+// logs and events (made when asked for: an idle connection keeps only the
+// caller's string).
+func (ep *endpoint) name() string {
+	if ep.rawURI == "" {
+		return ""
+	}
+	u, err := ParseURI(ep.rawURI)
+	if err != nil { // parsed once already: cannot happen
+		return "(unparsable URI)"
+	}
+	return u.Redacted()
+}
+
+// uriSettings are the Config fields an endpoint's URI decides.
+type uriSettings struct {
+	vhost      string
+	heartbeat  time.Duration
+	channelMax uint16
+	frameMax   uint32
+	auth       []Authenticator
+}
+
+// settingsOf returns cfg's URI-decided fields.
+func settingsOf(cfg Config) uriSettings {
+	return uriSettings{vhost: cfg.Vhost, heartbeat: cfg.Heartbeat, channelMax: cfg.ChannelMax, frameMax: cfg.FrameMax, auth: cfg.Auth}
+}
+
+// config is base with the endpoint's URI settings.
+func (ep *endpoint) config(base Config) Config {
+	s := ep.uri
+	base.Vhost, base.Heartbeat, base.ChannelMax, base.FrameMax, base.Auth = s.vhost, s.heartbeat, s.channelMax, s.frameMax, s.auth
+	return base
 }
 
 // endpointFor parses uri into an endpoint.
@@ -122,14 +159,14 @@ func endpointFor(uri string, opts DialOptions) (endpoint, error) {
 		}
 		conn = &tls.Dialer{Addr: u.Addr(), Base: conn, Config: tc}
 	}
-	return endpoint{connector: conn, cfg: cfg, name: u.Redacted(), timeout: u.ConnectionTimeout}, nil
+	return endpoint{connector: conn, rawURI: uri, timeout: u.ConnectionTimeout, uri: settingsOf(cfg)}, nil
 }
 
 // connect opens a Connection to the first endpoint that answers.
-func connect(ctx context.Context, eps []endpoint, shuffle bool) (*Connection, error) {
+func connect(ctx context.Context, base Config, eps []endpoint, shuffle bool) (*Connection, error) {
 	var errs []error
 	for _, i := range addressOrder(len(eps), shuffle, rand.Perm) {
-		c, err := eps[i].open(ctx, eps)
+		c, err := eps[i].open(ctx, base, eps)
 		if err == nil {
 			c.shuffle = shuffle
 			return c, nil
@@ -142,9 +179,9 @@ func connect(ctx context.Context, eps []endpoint, shuffle bool) (*Connection, er
 	return nil, errors.Join(errs...)
 }
 
-// open dials ep and opens a Connection over it that may recover through
-// eps.
-func (ep endpoint) open(ctx context.Context, eps []endpoint) (*Connection, error) {
+// open dials ep and opens a Connection over it, configured by base and
+// ep's URI, that may recover through eps.
+func (ep *endpoint) open(ctx context.Context, base Config, eps []endpoint) (*Connection, error) {
 	if ep.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, ep.timeout)
@@ -153,13 +190,13 @@ func (ep endpoint) open(ctx context.Context, eps []endpoint) (*Connection, error
 	nc, err := ep.connector.Dial(ctx)
 	if err == nil {
 		var c *Connection
-		if c, err = open(ctx, nc, ep.cfg, eps); err == nil {
-			c.connector, c.address = ep.connector, ep.name
+		if c, err = open(ctx, nc, ep.config(base), eps); err == nil {
+			c.cur = ep // an element of eps, which c keeps
 			return c, nil
 		}
 	}
-	if ep.name != "" {
-		return nil, fmt.Errorf("amqp: connecting to %s: %w", ep.name, err)
+	if name := ep.name(); name != "" {
+		return nil, fmt.Errorf("amqp: connecting to %s: %w", name, err)
 	}
 	return nil, err
 }
@@ -189,7 +226,7 @@ func authFromURI(u URI) []Authenticator {
 // The connection recovers from losses by dialling connector again (see
 // Recovery).
 func Connect(ctx context.Context, connector Connector, cfg Config) (*Connection, error) {
-	return connect(ctx, []endpoint{{connector: connector, cfg: cfg}}, false)
+	return connect(ctx, cfg, []endpoint{{connector: connector, uri: settingsOf(cfg)}}, false)
 }
 
 // Connector returns the Connector the connection's current stream was
@@ -197,7 +234,10 @@ func Connect(ctx context.Context, connector Connector, cfg Config) (*Connection,
 func (c *Connection) Connector() Connector {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.connector
+	if c.cur == nil {
+		return nil
+	}
+	return c.cur.connector
 }
 
 // Address returns the address (credentials redacted) of the broker the
@@ -205,5 +245,8 @@ func (c *Connection) Connector() Connector {
 func (c *Connection) Address() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.address
+	if c.cur == nil {
+		return ""
+	}
+	return c.cur.name()
 }

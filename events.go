@@ -62,8 +62,8 @@ type events struct {
 	c         *Connection
 	d         *driver.Driver
 	connected chan struct{} // closed when the handshake ends, either way
-	opened    bool          // the handshake succeeded
 	err       error         // why the handshake failed
+	opened    bool          // the handshake succeeded
 	final     bool          // the connection ended for good with this driver
 }
 
@@ -84,10 +84,10 @@ func (h *events) Event(m *statemachine.Conn, e *statemachine.Event) bool {
 			ch.openedLocked(nil)
 			// Consumers a recovery could not restore end here, on the
 			// reader, behind any delivery still queued for them.
-			for _, cons := range ch.ending {
+			for _, cons := range c.ending[ch] {
 				c.acts = append(c.acts, action{kind: actEndConsumer, cons: cons})
 			}
-			ch.ending = nil
+			delete(c.ending, ch)
 		}
 	case statemachine.EventReply:
 		c.onReplyLocked(e)
@@ -245,8 +245,12 @@ func (h *events) Perform() {
 				c.inHandler.Store(false)
 				continue
 			}
+			if len(a.cons.overflow) > 0 { // behind those already kept
+				a.cons.overflow = append(a.cons.overflow, a.d)
+				continue
+			}
 			// A plain non-blocking send first: it succeeds while the
-			// buffer has room, and costs far less than a two-way select.
+			// buffer has room, and costs far less than a select.
 			select {
 			case a.cons.deliveries <- a.d:
 				continue
@@ -254,15 +258,38 @@ func (h *events) Perform() {
 			}
 			select {
 			case a.cons.deliveries <- a.d:
+			case <-a.cons.cancelling: // Cancel waits for a cancel-ok behind this
+				a.cons.overflow = append(a.cons.overflow, a.d)
 			case <-h.d.Dying():
 			}
 		case actEndConsumer:
 			if !a.cons.ended {
 				a.cons.ended = true
-				close(a.cons.deliveries)
+				if len(a.cons.overflow) > 0 {
+					go drainOverflow(a.cons.deliveries, a.cons.overflow, c.Done())
+					a.cons.overflow = nil
+				} else {
+					close(a.cons.deliveries)
+				}
 			}
 		}
 	}
 	clear(acts)
 	c.acts = acts[:0]
+}
+
+// drainOverflow hands a cancelled consumer's kept deliveries to the
+// application, then closes its Deliveries channel. It ends then, or when
+// the connection ends for good (done): the deliveries not yet received
+// are dropped then, as those waiting for a full buffer are when a
+// connection dies (the broker requeues a manual-ack consumer's).
+func drainOverflow(deliveries chan Delivery, kept []Delivery, done <-chan struct{}) {
+	defer close(deliveries)
+	for _, d := range kept {
+		select {
+		case deliveries <- d:
+		case <-done:
+			return
+		}
+	}
 }

@@ -256,10 +256,10 @@ func lockedRetryWindow(configured, heartbeat time.Duration) time.Duration {
 // recoversLocked reports whether losing the connection with err starts a
 // recovery.
 func (c *Connection) recoversLocked(err error) bool {
-	if c.rec.Disabled || len(c.endpoints) == 0 || c.userClosed || err == nil {
+	if c.cfg.Recovery.Disabled || len(c.endpoints) == 0 || c.userClosed || err == nil {
 		return false
 	}
-	return c.rec.Recoverable(c.lossErr(err))
+	return c.cfg.Recovery.Recoverable(c.lossErr(err))
 }
 
 // lossErr is err as a recovery sees it: a 530 that answers our own
@@ -276,7 +276,7 @@ func (c *Connection) lossErr(err error) error {
 func (c *Connection) startRecoveryLocked(old *driver.Driver, cause error) {
 	c.state = ConnRecovering
 	c.gate = make(chan struct{})
-	c.lostAt = time.Now()
+	c.lostAt = time.Now().UnixNano()
 	c.secretPending = 0
 	ctx, cancel := context.WithCancel(context.Background())
 	c.recCancel = cancel
@@ -355,19 +355,19 @@ func (c *Connection) waitRecovery(ctx context.Context) error {
 func (c *Connection) recoverLoop(ctx context.Context, old *driver.Driver, cause error, heartbeat time.Duration, done chan struct{}) {
 	defer close(done)
 	old.Wait() // its reader is the last to touch the handler's state
-	policy := retryPolicy{b: c.rec.Backoff, n: len(c.endpoints)}
+	policy := retryPolicy{b: c.cfg.Recovery.Backoff, n: len(c.endpoints)}
 	order := addressOrder(len(c.endpoints), c.shuffle, rand.Perm)
-	window := lockedRetryWindow(c.rec.LockedRetry, heartbeat)
+	window := lockedRetryWindow(c.cfg.Recovery.LockedRetry, heartbeat)
 	lastErr := cause
 	for attempt := 0; ; attempt++ {
-		if c.rec.MaxAttempts > 0 && attempt >= c.rec.MaxAttempts {
+		if c.cfg.Recovery.MaxAttempts > 0 && attempt >= c.cfg.Recovery.MaxAttempts {
 			c.giveUp(fmt.Errorf("%w after %d attempts: %w", ErrGaveUp, attempt, lastErr), attempt)
 			return
 		}
 		i, delay := policy.plan(attempt, rand.Float64())
-		ep := c.endpoints[order[i]]
+		ep := &c.endpoints[order[i]]
 		c.mu.Lock()
-		c.postRecoveryLocked(RecoveryEvent{Kind: RecoveryRetrying, Attempt: attempt + 1, Delay: delay, Address: ep.name, Err: lastErr})
+		c.postRecoveryLocked(RecoveryEvent{Kind: RecoveryRetrying, Attempt: attempt + 1, Delay: delay, Address: ep.name(), Err: lastErr})
 		c.mu.Unlock()
 		if !sleep(ctx, delay) {
 			c.giveUp(nil, attempt)
@@ -394,10 +394,10 @@ func (c *Connection) recoverLoop(ctx context.Context, old *driver.Driver, cause 
 
 // dialEndpoint dials ep and runs the handshake, bounded by ep's
 // connection timeout (or Recovery.AttemptTimeout).
-func (c *Connection) dialEndpoint(ctx context.Context, ep endpoint) (*driver.Driver, error) {
+func (c *Connection) dialEndpoint(ctx context.Context, ep *endpoint) (*driver.Driver, error) {
 	timeout := ep.timeout
 	if timeout <= 0 {
-		timeout = c.rec.AttemptTimeout
+		timeout = c.cfg.Recovery.AttemptTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -405,24 +405,24 @@ func (c *Connection) dialEndpoint(ctx context.Context, ep endpoint) (*driver.Dri
 	if err != nil {
 		return nil, err
 	}
-	return c.handshake(ctx, nc, ep.cfg)
+	return c.handshake(ctx, nc, ep.config(c.cfg))
 }
 
 // finishRecovery opens the gate if d, the restored connection, is still
 // open; it reports whether it did.
-func (c *Connection) finishRecovery(d *driver.Driver, ep endpoint, rep restoreReport, attempts int) bool {
+func (c *Connection) finishRecovery(d *driver.Driver, ep *endpoint, rep restoreReport, attempts int) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.d.Load() != d || d.Core().State() != statemachine.StateOpen {
 		return false
 	}
 	c.state = ConnOpen
-	c.connector, c.address = ep.connector, ep.name
+	c.cur = ep
 	close(c.gate)
 	c.gate = nil
 	c.recDone = nil
-	c.postRecoveryLocked(RecoveryEvent{Kind: RecoveryRecovered, Address: ep.name, Attempt: attempts,
-		Downtime: time.Since(c.lostAt), Renamed: rep.renamed, NotRestored: rep.failed})
+	c.postRecoveryLocked(RecoveryEvent{Kind: RecoveryRecovered, Address: ep.name(), Attempt: attempts,
+		Downtime: time.Since(time.Unix(0, c.lostAt)), Renamed: rep.renamed, NotRestored: rep.failed})
 	return true
 }
 
@@ -431,7 +431,7 @@ func (c *Connection) finishRecovery(d *driver.Driver, ep endpoint, rep restoreRe
 func (c *Connection) giveUp(err error, attempts int) {
 	c.mu.Lock()
 	if err != nil {
-		c.postRecoveryLocked(RecoveryEvent{Kind: RecoveryGaveUp, Err: err, Attempt: attempts, Downtime: time.Since(c.lostAt)})
+		c.postRecoveryLocked(RecoveryEvent{Kind: RecoveryGaveUp, Err: err, Attempt: attempts, Downtime: time.Since(time.Unix(0, c.lostAt))})
 	}
 	ended := err
 	if ended == nil {
@@ -442,10 +442,10 @@ func (c *Connection) giveUp(err error, attempts int) {
 			ch.dropConsumerLocked(tag)
 			cons.endDetachedLocked(ended)
 		}
-		for _, cons := range ch.ending {
+		for _, cons := range c.ending[ch] {
 			cons.endDetachedLocked(cons.err)
 		}
-		ch.ending = nil
+		delete(c.ending, ch)
 	}
 	c.recDone = nil
 	c.endLocked(err)
@@ -542,7 +542,7 @@ func (c *Connection) channelLevel(ctx context.Context, err error) bool {
 // restoreTopology declares the recorded exchanges, queues and bindings
 // again on rc, and returns the new names of server-named queues.
 func (c *Connection) restoreTopology(ctx context.Context, rc *Channel, deadline time.Time, rep *restoreReport) (map[string]string, error) {
-	f := c.rec.Filter
+	f := c.cfg.Recovery.Filter
 	topo := c.topo.snapshot()
 	for _, e := range topo.Exchanges {
 		if f.Exchange != nil && !f.Exchange(e) {
@@ -606,7 +606,7 @@ func (c *Connection) restoreTopology(ctx context.Context, rc *Channel, deadline 
 // locked is retried with backoff until deadline; a connection-level
 // error is returned.
 func (c *Connection) restoreStep(ctx context.Context, rc *Channel, what string, m frames.Method, locked proto.ReplyCode, deadline time.Time, rep *restoreReport) (frames.Method, error) {
-	wait := c.rec.Backoff.Initial
+	wait := c.cfg.Recovery.Backoff.Initial
 	for {
 		reply, _, err := rc.call(ctx, m)
 		if err == nil {
@@ -619,7 +619,7 @@ func (c *Connection) restoreStep(ctx context.Context, rc *Channel, what string, 
 			if !sleep(ctx, min(wait, time.Until(deadline))) {
 				return nil, ctx.Err()
 			}
-			wait = min(wait*2, c.rec.Backoff.Max)
+			wait = min(wait*2, c.cfg.Recovery.Backoff.Max)
 			continue
 		}
 		rep.fail(what, err)
@@ -645,7 +645,7 @@ func (c *Connection) restoreConsumers(ctx context.Context, ch *Channel, renames 
 	slices.SortFunc(pending, func(a, b *consumer) int { return int(a.seq) - int(b.seq) })
 	ch.consumers, ch.lastCons = nil, nil
 	live := ch.liveLocked()
-	f := c.rec.Filter.Consumer
+	f := c.cfg.Recovery.Filter.Consumer
 	var keep []*consumer
 	for _, cons := range pending {
 		if n, ok := renames[cons.queue]; ok {
@@ -671,7 +671,7 @@ func (c *Connection) restoreConsumers(ctx context.Context, ch *Channel, renames 
 	pending = keep
 	restored := make(map[*consumer]bool, len(pending))
 	failed := make(map[*consumer]bool)
-	wait := c.rec.Backoff.Initial
+	wait := c.cfg.Recovery.Backoff.Initial
 	for {
 		restart := false
 		for _, cons := range pending {
@@ -693,14 +693,17 @@ func (c *Connection) restoreConsumers(ctx context.Context, ch *Channel, renames 
 				if !sleep(ctx, min(wait, time.Until(deadline))) {
 					return ctx.Err()
 				}
-				wait = min(wait*2, c.rec.Backoff.Max)
+				wait = min(wait*2, c.cfg.Recovery.Backoff.Max)
 			} else {
 				failed[cons] = true
 				rep.fail(consumerWhat(cons), err)
 				c.mu.Lock()
 				ch.dropConsumerLocked(cons.tag)
 				cons.err = fmt.Errorf("%w: %w", ErrNotRestored, err)
-				ch.ending = append(ch.ending, cons)
+				if c.ending == nil {
+					c.ending = make(map[*Channel][]*consumer)
+				}
+				c.ending[ch] = append(c.ending[ch], cons)
 				c.topo.deleteConsumer(cons.tag)
 				c.mu.Unlock()
 			}

@@ -2,6 +2,7 @@ package warren
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/warren-amqp/warren/proto"
 )
@@ -226,3 +227,59 @@ func deleteWhere[T any](s []T, match func(T) bool) []T {
 // Topology returns a snapshot of what was declared through this connection
 // and still stands, as far as the client knows.
 func (c *Connection) Topology() Topology { return c.topo.snapshot() }
+
+// lazyTopology is a Connection's record of what was declared, made on
+// the first declaration: a connection that declares nothing (an idle
+// one, whose footprint counts) carries a pointer, not the record.
+type lazyTopology struct{ p atomic.Pointer[topology] }
+
+// get returns the record, making it if need be.
+func (l *lazyTopology) get() *topology {
+	if tp := l.p.Load(); tp != nil {
+		return tp
+	}
+	l.p.CompareAndSwap(nil, new(topology))
+	return l.p.Load()
+}
+
+func (l *lazyTopology) snapshot() Topology {
+	if tp := l.p.Load(); tp != nil {
+		return tp.snapshot()
+	}
+	return Topology{}
+}
+
+func (l *lazyTopology) addExchange(e DeclaredExchange) { l.get().addExchange(e) }
+func (l *lazyTopology) addQueue(q DeclaredQueue)       { l.get().addQueue(q) }
+func (l *lazyTopology) addBinding(b DeclaredBinding)   { l.get().addBinding(b) }
+func (l *lazyTopology) addConsumer(c DeclaredConsumer) { l.get().addConsumer(c) }
+
+func (l *lazyTopology) deleteExchange(name string) {
+	if tp := l.p.Load(); tp != nil {
+		tp.deleteExchange(name)
+	}
+}
+
+func (l *lazyTopology) deleteQueue(name string) {
+	if tp := l.p.Load(); tp != nil {
+		tp.deleteQueue(name)
+	}
+}
+
+func (l *lazyTopology) deleteBinding(b DeclaredBinding) {
+	if tp := l.p.Load(); tp != nil {
+		tp.deleteBinding(b)
+	}
+}
+
+func (l *lazyTopology) deleteConsumer(tag string) {
+	if tp := l.p.Load(); tp != nil {
+		tp.deleteConsumer(tag)
+	}
+}
+
+func (l *lazyTopology) rename(old, new string) {
+	if tp := l.p.Load(); tp != nil {
+		tp.rename(old, new)
+	}
+}

@@ -98,24 +98,26 @@ type Driver struct {
 	rwake      chan struct{} // wakes the parked reader goroutine; made when the socket is first lent
 	watch      ctxWatch      // a reading waiter's context (the socket's reader only)
 
-	// The write side and the clock (write.go), guarded by mu.
+	// The write side and the clock (write.go), guarded by mu. (Its flags
+	// and the dying flag share one word: an idle connection's footprint
+	// counts every byte of the Driver.)
 	wbusy         bool          // the writer goroutine or a direct flush holds the write side
 	writerRunning bool          // the writer goroutine exists
+	active        bool          // read or written since onIdle last looked
+	stopped       bool          // shut down: no goroutine or timer starts anew
+	dyingClosed   atomic.Bool   // dying is closed (markDying)
 	carry         []byte        // bytes a direct flush could not write; the writer writes them first
 	carryBuf      []byte        // the pooled buffer carry is part of
 	writing       int           // bytes taken from the core and not yet written
 	room          chan struct{} // closed when publishers may have room again
 	wake          chan struct{} // wakes the writer goroutine; made when it first starts
 	clock         *time.Timer   // runs onClock at the core's deadline
-	armed         time.Time     // the deadline clock is set for
+	armed         int64         // the deadline clock is set for (Unix ns; 0: none)
 	idle          *time.Timer   // runs onIdle; nil while the connection is quiet
-	active        bool          // read or written since onIdle last looked
-	stopped       bool          // shut down: no goroutine or timer starts anew
 
-	dying     chan struct{} // closed once the core is closing or closed, or Close/Abort was called
-	dyingOnce sync.Once
-	done      chan struct{} // closed once the core is closed and the socket too
-	wg        sync.WaitGroup
+	dying chan struct{} // closed once the core is closing or closed, or Close/Abort was called
+	done  chan struct{} // closed once the core is closed and the socket too
+	wg    sync.WaitGroup
 }
 
 // aLongTimeAgo is a deadline in the past: setting it interrupts a blocked
@@ -236,7 +238,11 @@ func (d *Driver) signalRoomLocked() {
 // Abort was called): work in Perform that waits must give up then.
 func (d *Driver) Dying() <-chan struct{} { return d.dying }
 
-func (d *Driver) markDying() { d.dyingOnce.Do(func() { close(d.dying) }) }
+func (d *Driver) markDying() {
+	if d.dyingClosed.CompareAndSwap(false, true) {
+		close(d.dying)
+	}
+}
 
 // Done is closed once the core has closed and the socket with it; the
 // driver's goroutines are ending.

@@ -154,11 +154,15 @@ func (d *Driver) writeAll(p []byte) bool {
 // armClockLocked sets the clock for the core's deadline, if it moved.
 func (d *Driver) armClockLocked() {
 	dl := d.m.Deadline()
-	if dl.Equal(d.armed) {
+	var at int64
+	if !dl.IsZero() {
+		at = dl.UnixNano()
+	}
+	if at == d.armed {
 		return
 	}
-	d.armed = dl
-	if dl.IsZero() {
+	d.armed = at
+	if at == 0 {
 		d.clock.Stop()
 		return
 	}
@@ -175,7 +179,7 @@ func (d *Driver) onClock() {
 		d.mu.Unlock()
 		return
 	}
-	d.armed = time.Time{} // this timer has fired
+	d.armed = 0 // this timer has fired
 	d.m.HandleTimeout(d.now())
 	d.unlockWrite()
 	d.kick()

@@ -45,9 +45,11 @@ type Config struct {
 	// FrameMax is the largest frame we accept, negotiated like ChannelMax.
 	// Zero means DefaultFrameMax; it is never below 4096.
 	FrameMax uint32
-	// Heartbeat is the interval we ask for, negotiated like ChannelMax in
-	// whole seconds. Zero means DefaultHeartbeat; a negative value asks for
-	// no heartbeats (the server's proposal still wins if it wants them).
+	// Heartbeat is the interval we ask for, in whole seconds: the lower
+	// non-zero value of ours and the server's proposal wins (the server's
+	// when it proposes 0). Zero means DefaultHeartbeat. A negative value
+	// asks for no heartbeats: tune-ok carries 0, whatever the server
+	// proposed, and none are sent or expected (RabbitMQ honours it).
 	Heartbeat time.Duration
 	// HeartbeatMisses is how many heartbeat intervals may pass with nothing
 	// received before the peer is declared dead (py-amqp's heartbeat_tick

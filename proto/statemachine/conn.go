@@ -90,14 +90,11 @@ type Tuning struct {
 // the machine's emptied outbound buffer over; the next command that sends
 // something allocates another.
 type Conn struct {
-	cfg   Config
-	state State
-	err   error // why we are closing or closed; nil for a clean close
+	cfg Config
+	err error // why we are closing or closed; nil for a clean close
 
-	in     []byte // received bytes; in[inOff:] not yet parsed
-	inOff  int
-	broken bool // input no longer parseable after a framing error
-	eof    bool // FeedEOF called; acted on once the buffered frames are parsed
+	in    []byte // received bytes; in[inOff:] not yet parsed
+	inOff int
 
 	out    []byte
 	parser frames.Parser
@@ -107,8 +104,17 @@ type Conn struct {
 	auth        Authenticator
 	serverProps []byte // the fields of connection.start's server-properties, encoded
 	tuning      Tuning
-	readMax     uint32
-	blocked     bool
+
+	// Small fields share words (a Conn lives as long as its connection,
+	// and an idle connection's footprint counts every byte).
+	readMax       uint32
+	state         State
+	blocked       bool
+	broken        bool // input no longer parseable after a framing error
+	eof           bool // FeedEOF called; acted on once the buffered frames are parsed
+	armClose      bool // arm closeAt at the next HandleTimeout (timers, below)
+	recvSinceTick bool // (timers)
+	sentSinceTick bool // (timers)
 
 	channels []*channel // by id; nil when free
 	scratch  struct {   // reused method values for the allocation-free commands
@@ -122,15 +128,12 @@ type Conn struct {
 	consuming int   // consumers registered, over all channels
 
 	// timers
-	now           time.Time
-	handshakeAt   time.Time
-	closeAt       time.Time
-	armClose      bool // arm closeAt at the next HandleTimeout
-	closingChans  int  // channels waiting for close-ok
-	hbNext        time.Time
-	lastRecv      time.Time
-	recvSinceTick bool
-	sentSinceTick bool
+	now          time.Time
+	handshakeAt  time.Time
+	closeAt      time.Time
+	closingChans int // channels waiting for close-ok
+	hbNext       time.Time
+	lastRecv     time.Time
 }
 
 // NewConn returns a machine for cfg, in StateNew.
@@ -827,7 +830,10 @@ func (c *Conn) handleStart(m *frames.ConnectionStart) {
 		c.fail(fmt.Errorf("amqp: server speaks protocol %d-%d, not 0-9: %w", m.VersionMajor, m.VersionMinor, frames.ErrProtocolMismatch))
 		return
 	}
-	c.serverProps, _ = proto.AppendTableFields(nil, m.ServerProperties) // it decoded, so it encodes
+	// Kept encoded, in a buffer of its exact size: they stay for the
+	// connection's life (an idle connection's footprint counts).
+	props, _ := proto.AppendTableFields(nil, m.ServerProperties) // it decoded, so it encodes
+	c.serverProps = append(make([]byte, 0, len(props)), props...)
 	offered := strings.Fields(m.Mechanisms)
 	for _, a := range c.cfg.Auth {
 		for _, name := range offered {
@@ -891,14 +897,12 @@ func (c *Conn) handleTune(m *frames.ConnectionTune) {
 	if c.tuning.FrameMax != 0 && c.tuning.FrameMax < frames.FrameMinSize {
 		c.tuning.FrameMax = frames.FrameMinSize
 	}
+	// Heartbeats: none when we ask for none (tune-ok carries 0, which
+	// RabbitMQ honours), else the lower non-zero interval of the two.
 	var hb uint16
 	if c.cfg.Heartbeat > 0 {
-		hb = uint16(min(max(c.cfg.Heartbeat/time.Second, 1), 0xFFFF))
+		hb = negotiate(uint16(min(max(c.cfg.Heartbeat/time.Second, 1), 0xFFFF)), m.Heartbeat)
 	}
-	if c.cfg.Heartbeat < 0 {
-		hb = 0
-	}
-	hb = negotiate(hb, m.Heartbeat)
 	c.tuning.Heartbeat = time.Duration(hb) * time.Second
 	if c.tuning.FrameMax != 0 {
 		c.readMax = c.tuning.FrameMax

@@ -224,7 +224,7 @@ func TestTuneNegotiation(t *testing.T) {
 		{"lower heartbeat: ours", Config{Heartbeat: 10 * time.Second}, tune{2047, 131072, 60}, tune{2047, 131072, 10}},
 		{"lower heartbeat: server's", Config{Heartbeat: 120 * time.Second}, tune{2047, 131072, 60}, tune{2047, 131072, 60}},
 		{"server no heartbeat: ours", Config{Heartbeat: 5 * time.Second}, tune{2047, 131072, 0}, tune{2047, 131072, 5}},
-		{"we want none: server's", Config{Heartbeat: -1}, tune{2047, 131072, 60}, tune{2047, 131072, 60}},
+		{"we want none: none, whatever the server proposes", Config{Heartbeat: -1}, tune{2047, 131072, 60}, tune{2047, 131072, 0}},
 		{"neither wants heartbeats", Config{Heartbeat: -1}, tune{2047, 131072, 0}, tune{2047, 131072, 0}},
 		{"sub-second heartbeat rounds to 1s", Config{Heartbeat: 300 * time.Millisecond}, tune{2047, 131072, 60}, tune{2047, 131072, 1}},
 		{"heartbeat truncated to whole seconds", Config{Heartbeat: 2500 * time.Millisecond}, tune{2047, 131072, 60}, tune{2047, 131072, 2}},
