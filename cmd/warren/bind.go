@@ -47,16 +47,20 @@ func bindCmd(e *env, args []string, bind bool) error {
 	if err != nil {
 		return err
 	}
-	defer closeConn(conn)
+	defer e.closeConn(conn)
 	switch {
 	case f.wasSet("queue") && bind:
-		err = ch.QueueBind(e.ctx, *queue, *key, *exchange, warren.BindOptions{Arguments: arguments})
+		ctx, done := e.rpc("queue.bind")
+		err = done(ch.QueueBind(ctx, *queue, *key, *exchange, warren.BindOptions{Arguments: arguments}))
 	case f.wasSet("queue"):
-		err = ch.QueueUnbind(e.ctx, *queue, *key, *exchange, warren.UnbindOptions{Arguments: arguments})
+		ctx, done := e.rpc("queue.unbind")
+		err = done(ch.QueueUnbind(ctx, *queue, *key, *exchange, warren.UnbindOptions{Arguments: arguments}))
 	case bind:
-		err = ch.ExchangeBind(e.ctx, *dest, *key, *exchange, warren.BindOptions{Arguments: arguments})
+		ctx, done := e.rpc("exchange.bind")
+		err = done(ch.ExchangeBind(ctx, *dest, *key, *exchange, warren.BindOptions{Arguments: arguments}))
 	default:
-		err = ch.ExchangeUnbind(e.ctx, *dest, *key, *exchange, warren.BindOptions{Arguments: arguments})
+		ctx, done := e.rpc("exchange.unbind")
+		err = done(ch.ExchangeUnbind(ctx, *dest, *key, *exchange, warren.BindOptions{Arguments: arguments}))
 	}
 	if err != nil {
 		return err

@@ -73,6 +73,7 @@ func newFlags(e *env, synopsis, about string) *cmdFlags {
 	fs.Usage = func() {}
 	f := &cmdFlags{FlagSet: fs, e: e, synopsis: synopsis, about: about}
 	f.connName = fs.String("connection-name", "", "connection `name` the broker shows (default \"warren SUBCOMMAND\")")
+	fs.DurationVar(&e.rpcTimeout, "rpc-timeout", 30*time.Second, "how long to wait for the broker to answer each request (channel.open, queue.declare, …),\nto take each publish, and to close the connection")
 	fs.Var(&f.urls, "url", "broker `URI` (default: $AMQP_URL, else "+defaultURL+");\nrepeat it for a cluster's nodes: tried in order, and again on every recovery")
 	return f
 }
@@ -94,6 +95,9 @@ func (f *cmdFlags) parse(args []string) ([]string, error) {
 				return nil, errHelpShown
 			}
 			return nil, usageErrorf("%v (see 'warren %s --help')", err, f.e.name)
+		}
+		if f.e.rpcTimeout <= 0 {
+			return nil, usageErrorf("--rpc-timeout must be positive")
 		}
 		rest := f.Args()
 		if len(rest) == 0 {
@@ -192,6 +196,13 @@ func (f *cmdFlags) dial(cfg warren.Config) (*warren.Connection, error) {
 	return conn, nil
 }
 
+// openChannel opens a channel on conn, bounded by --rpc-timeout.
+func (e *env) openChannel(conn *warren.Connection) (*warren.Channel, error) {
+	ctx, done := e.rpc("channel.open")
+	ch, err := conn.Channel(ctx)
+	return ch, done(err)
+}
+
 // connectionName is --connection-name, else "warren SUBCOMMAND".
 func (f *cmdFlags) connectionName() string {
 	if *f.connName != "" {
@@ -206,19 +217,49 @@ func (f *cmdFlags) dialChannel() (*warren.Connection, *warren.Channel, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	ch, err := conn.Channel(f.e.ctx)
+	ch, err := f.e.openChannel(conn)
 	if err != nil {
-		closeConn(conn)
+		f.e.closeConn(conn)
 		return nil, nil, err
 	}
 	return conn, ch, nil
 }
 
-// closeConn closes conn cleanly, bounded in time even after an interrupt.
-func closeConn(conn *warren.Connection) {
-	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+// closeConn closes conn cleanly, bounded in time (closeTimeout, or
+// --rpc-timeout when shorter) even after an interrupt.
+func (e *env) closeConn(conn *warren.Connection) {
+	ctx, cancel := context.WithTimeout(context.Background(), e.closeWait())
 	defer cancel()
 	_ = conn.Close(ctx)
+}
+
+// closeWait bounds the close handshake.
+func (e *env) closeWait() time.Duration {
+	if e.rpcTimeout > 0 {
+		return min(closeTimeout, e.rpcTimeout)
+	}
+	return closeTimeout
+}
+
+// rpc bounds one broker round trip, what (say "queue.declare"), by
+// --rpc-timeout: it returns the context for the call and a function that
+// ends it and turns a timeout into one clear error naming what was not
+// answered.
+func (e *env) rpc(what string) (context.Context, func(error) error) {
+	return e.rpcWithin(what, e.rpcTimeout)
+}
+
+// rpcWithin is rpc with its own bound d.
+func (e *env) rpcWithin(what string, d time.Duration) (context.Context, func(error) error) {
+	ctx, cancel := context.WithTimeout(e.ctx, d)
+	return ctx, func(err error) error {
+		timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded) && e.ctx.Err() == nil
+		cancel()
+		if err != nil && timedOut && errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("no answer from the broker to %s within %s", what, d)
+		}
+		return err
+	}
 }
 
 // parseArgs turns "--arg name=value" flags into a field table: integers

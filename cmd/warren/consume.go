@@ -65,18 +65,25 @@ func consume(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer closeConn(conn)
-	ch, err := conn.Channel(e.ctx)
+	defer e.closeConn(conn)
+	ch, err := e.openChannel(conn)
 	if err != nil {
 		return err
 	}
 	if !*noAck {
-		if err := ch.Qos(e.ctx, warren.QosOptions{PrefetchCount: pf}); err != nil {
+		ctx, done := e.rpc("basic.qos")
+		if err := done(ch.Qos(ctx, warren.QosOptions{PrefetchCount: pf})); err != nil {
 			return err
 		}
 	}
-	cons, err := ch.Consume(e.ctx, *queue, warren.ConsumeOptions{NoAck: *noAck})
-	if err != nil {
+	// --timeout bounds the wait for consume-ok too.
+	wait := e.rpcTimeout
+	if *timeout > 0 {
+		wait = min(wait, *timeout)
+	}
+	ctx, done := e.rpcWithin("basic.consume", wait)
+	cons, err := ch.Consume(ctx, *queue, warren.ConsumeOptions{NoAck: *noAck})
+	if err = done(err); err != nil {
 		return err
 	}
 
@@ -96,11 +103,13 @@ func consume(e *env, args []string) error {
 		idle = timer.C
 	}
 	stopErr := func() error { // cancel the consumer, then ack what is held
-		ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), e.closeWait())
 		defer cancel()
 		var err error
 		if conn.IsAlive() {
-			err = cons.Cancel(ctx)
+			if err = cons.Cancel(ctx); errors.Is(err, context.DeadlineExceeded) {
+				err = fmt.Errorf("no answer from the broker to basic.cancel within %s", e.closeWait())
+			}
 		}
 		if held != nil {
 			// A delivery from before a recovery cannot be acked (the
@@ -179,9 +188,10 @@ func runGet(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer closeConn(conn)
-	d, ok, err := ch.Get(e.ctx, *queue, *noAck)
-	if err != nil {
+	defer e.closeConn(conn)
+	ctx, done := e.rpc("basic.get")
+	d, ok, err := ch.Get(ctx, *queue, *noAck)
+	if err = done(err); err != nil {
 		return err
 	}
 	if !ok {

@@ -55,10 +55,11 @@ func runDeclare(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		defer closeConn(conn)
-		q, err := ch.QueueDeclare(e.ctx, name, warren.QueueOptions{Passive: *passive, Durable: *durable, Exclusive: *exclusive,
+		defer e.closeConn(conn)
+		ctx, done := e.rpc("queue.declare")
+		q, err := ch.QueueDeclare(ctx, name, warren.QueueOptions{Passive: *passive, Durable: *durable, Exclusive: *exclusive,
 			AutoDelete: *autoDelete, Arguments: arguments})
-		if err != nil {
+		if err = done(err); err != nil {
 			return err
 		}
 		fmt.Fprintln(e.stdout, q.Name)
@@ -73,9 +74,10 @@ func runDeclare(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		defer closeConn(conn)
-		if err := ch.ExchangeDeclare(e.ctx, name, *kind, warren.ExchangeOptions{Passive: *passive, Durable: *durable,
-			AutoDelete: *autoDelete, Internal: *internal, Arguments: arguments}); err != nil {
+		defer e.closeConn(conn)
+		ctx, done := e.rpc("exchange.declare")
+		if err := done(ch.ExchangeDeclare(ctx, name, *kind, warren.ExchangeOptions{Passive: *passive, Durable: *durable,
+			AutoDelete: *autoDelete, Internal: *internal, Arguments: arguments})); err != nil {
 			return err
 		}
 		fmt.Fprintln(e.stdout, name)

@@ -35,16 +35,18 @@ func runDelete(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer closeConn(conn)
+	defer e.closeConn(conn)
 	if what == "queue" {
-		n, err := ch.QueueDelete(e.ctx, name, warren.QueueDeleteOptions{IfUnused: *ifUnused, IfEmpty: *ifEmpty})
-		if err != nil {
+		ctx, done := e.rpc("queue.delete")
+		n, err := ch.QueueDelete(ctx, name, warren.QueueDeleteOptions{IfUnused: *ifUnused, IfEmpty: *ifEmpty})
+		if err = done(err); err != nil {
 			return err
 		}
 		fmt.Fprintf(e.stdout, "deleted queue %q (%d message(s))\n", name, n)
 		return nil
 	}
-	if err := ch.ExchangeDelete(e.ctx, name, warren.ExchangeDeleteOptions{IfUnused: *ifUnused}); err != nil {
+	ctx, done := e.rpc("exchange.delete")
+	if err := done(ch.ExchangeDelete(ctx, name, warren.ExchangeDeleteOptions{IfUnused: *ifUnused})); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "deleted exchange %q\n", name)

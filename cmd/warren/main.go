@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -74,6 +75,8 @@ type env struct {
 	stderr io.Writer
 	// passwords are the passwords of the URLs in use, scrubbed from errors.
 	passwords []string
+	// rpcTimeout bounds each broker round trip (--rpc-timeout).
+	rpcTimeout time.Duration
 	// watch follows the recovery of the connections of consume, publish
 	// and perf; nil for the other subcommands.
 	watch *recoveryWatch
@@ -172,7 +175,8 @@ Subcommands:
 Every subcommand takes --url (default: $AMQP_URL, else `+defaultURL+`)
 and --help. --url may be repeated (a cluster's nodes): consume, publish and
 perf recover from a lost connection, redialling the addresses in turn for up
-to --recovery-timeout; the other subcommands fail at once. Flags may come before or after the positional arguments; "--" ends
+to --recovery-timeout; the other subcommands fail at once. --rpc-timeout
+(default 30s) bounds every request to the broker, each publish and the close. Flags may come before or after the positional arguments; "--" ends
 the flags.
 
 Exit codes: 0 success, 1 failure, 2 usage error, 3 queue empty (get).

@@ -18,16 +18,45 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/warren-amqp/warren"
+	"github.com/warren-amqp/warren/internal/brokertest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// brokerMissing is set by TestMain when no RabbitMQ is running: the
+// tests that need one (those that call testURL) skip.
+var brokerMissing bool
 
-// testURL is the broker the tests use: $AMQP_URL or the local RabbitMQ.
-func testURL() string {
+func TestMain(m *testing.M) {
+	brokerMissing = !brokertest.Check("cmd/warren", brokerAddr())
+	goleak.VerifyTestMain(m)
+}
+
+// brokerURL is the broker the tests use: $AMQP_URL or the local RabbitMQ.
+func brokerURL() string {
 	if u := os.Getenv("AMQP_URL"); u != "" {
 		return u
 	}
 	return "amqp://guest:guest@127.0.0.1:5672/"
+}
+
+// brokerAddr is brokerURL's host:port.
+func brokerAddr() string {
+	u, err := warren.ParseURI(brokerURL())
+	if err != nil {
+		return "127.0.0.1:5672"
+	}
+	return u.Addr()
+}
+
+// testURL is brokerURL for a test that needs the broker: it skips when
+// there is none.
+func testURL(t *testing.T) string {
+	t.Helper()
+	if brokerMissing {
+		t.Skip("no RabbitMQ: see the line printed before the tests")
+	}
+	return brokerURL()
 }
 
 type result struct {
@@ -39,7 +68,7 @@ type result struct {
 // (flags may follow positional arguments).
 func cli(t *testing.T, stdin string, args ...string) result {
 	t.Helper()
-	return cliNoURL(t, stdin, append(args, "--url", testURL())...)
+	return cliNoURL(t, stdin, append(args, "--url", testURL(t))...)
 }
 
 func cliNoURL(t *testing.T, stdin string, args ...string) result {
@@ -332,7 +361,7 @@ func TestPublishConfirmHundred(t *testing.T) {
 
 func TestWrongPasswordIsOneRedactedLine(t *testing.T) {
 	const secret = "n0t-the-Passw0rd"
-	u := strings.Replace(testURL(), "guest:guest@", "guest:"+secret+"@", 1)
+	u := strings.Replace(testURL(t), "guest:guest@", "guest:"+secret+"@", 1)
 	require.Contains(t, u, secret)
 	r := cliNoURL(t, "", "get", "--queue", "q", "--url", u)
 	require.Equal(t, exitFailure, r.code)
@@ -440,11 +469,11 @@ func TestBinary(t *testing.T) {
 	require.Contains(t, stdout, "Usage: warren publish")
 	require.Empty(t, stderr)
 
-	code, _, stderr = exe("get", "--queue", uniqueName(t, "missing"), "--url", testURL())
+	code, _, stderr = exe("get", "--queue", uniqueName(t, "missing"), "--url", testURL(t))
 	require.Equal(t, exitFailure, code)
 	require.Contains(t, oneLine(t, stderr), "404 NOT_FOUND")
 
-	code, _, stderr = exe("get", "--url", strings.Replace(testURL(), "guest:guest@", "guest:s3cr3t-pw@", 1), "--queue", "q")
+	code, _, stderr = exe("get", "--url", strings.Replace(testURL(t), "guest:guest@", "guest:s3cr3t-pw@", 1), "--queue", "q")
 	require.Equal(t, exitFailure, code)
 	require.NotContains(t, oneLine(t, stderr), "s3cr3t-pw")
 
@@ -462,7 +491,7 @@ func TestPerfInterrupted(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(1500*time.Millisecond, cancel)
 	var out, errOut bytes.Buffer
-	code := run(ctx, []string{"perf", "--duration", "60s", "--json", "--rate", "2000", "--url", testURL()}, strings.NewReader(""), &out, &errOut)
+	code := run(ctx, []string{"perf", "--duration", "60s", "--json", "--rate", "2000", "--url", testURL(t)}, strings.NewReader(""), &out, &errOut)
 	require.Equal(t, 0, code, errOut.String())
 	var sum perfSummary
 	require.NoError(t, json.Unmarshal(out.Bytes(), &sum))
@@ -480,7 +509,7 @@ func TestConsumeInterrupted(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(time.Second, cancel)
 	var out, errOut bytes.Buffer
-	code := run(ctx, []string{"consume", "--queue", q, "--url", testURL()}, strings.NewReader(""), &out, &errOut)
+	code := run(ctx, []string{"consume", "--queue", q, "--url", testURL(t)}, strings.NewReader(""), &out, &errOut)
 	require.Equal(t, 0, code, errOut.String())
 	require.Equal(t, strings.Repeat(q+"\tm\n", 3), out.String())
 	r := cli(t, "", "purge", "--queue", q).ok(t)

@@ -183,11 +183,13 @@ type perfRun struct {
 
 	queueOpts   *warren.QueueOptions // the temporary queue's declaration
 	deleteQueue func()               // the temporary queue's
+	stopSending context.CancelFunc   // ends the producers early (Ctrl-C, a stall)
 	deleted     bool
 }
 
 type perfProducer struct {
 	id        int
+	since     atomic.Int64 // when the publish call under way began (Unix ns), 0 between calls
 	conn      *warren.Connection
 	sent      uint64 // sequence numbers [0, sent) were published
 	stoppedAt time.Time
@@ -224,8 +226,8 @@ func (r *perfRun) run() (*perfSummary, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer closeConn(ctl)
-	ch, err := ctl.Channel(e.ctx)
+	defer e.closeConn(ctl)
+	ch, err := e.openChannel(ctl)
 	if err != nil {
 		return nil, err
 	}
@@ -237,11 +239,13 @@ func (r *perfRun) run() (*perfSummary, error) {
 			args = proto.Table{{Name: "x-expires", Value: proto.Int32(int32(time.Minute / time.Millisecond))}}
 		}
 		r.queueOpts = &warren.QueueOptions{Arguments: args}
-		if _, err := ch.QueueDeclare(e.ctx, r.queue, *r.queueOpts); err != nil {
-			return nil, err
+		ctx, done := e.rpc("queue.declare")
+		if _, err := ch.QueueDeclare(ctx, r.queue, *r.queueOpts); err != nil {
+			return nil, done(err)
 		}
+		done(nil)
 		deleteQueue := func() {
-			ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+			ctx, cancel := context.WithTimeout(context.Background(), e.closeWait())
 			defer cancel()
 			if _, err := ch.QueueDelete(ctx, r.queue, warren.QueueDeleteOptions{}); err != nil {
 				r.fail("deleting queue %s: %v", r.queue, err)
@@ -255,23 +259,25 @@ func (r *perfRun) run() (*perfSummary, error) {
 		r.deleteQueue = deleteQueue
 	} else {
 		r.queue = o.queue
-		if _, err := ch.QueueDeclare(e.ctx, r.queue, warren.QueueOptions{Passive: true}); err != nil {
-			if !errors.Is(err, warren.NotFound) {
-				return nil, err
-			}
-			if _, err := ch.QueueDeclare(e.ctx, r.queue, warren.QueueOptions{}); err != nil {
-				return nil, err
-			}
+		ctx, done := e.rpc("queue.declare")
+		_, err := ch.QueueDeclare(ctx, r.queue, warren.QueueOptions{Passive: true})
+		if err = done(err); errors.Is(err, warren.NotFound) {
+			ctx, done := e.rpc("queue.declare")
+			_, err = ch.QueueDeclare(ctx, r.queue, warren.QueueOptions{})
+			err = done(err)
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
 
 	// Connections first, so that a refused login fails before anything runs.
 	defer func() {
 		for _, p := range r.producers {
-			closeConn(p.conn)
+			r.e.closeConn(p.conn)
 		}
 		for _, c := range r.consumers {
-			closeConn(c.conn)
+			r.e.closeConn(c.conn)
 		}
 	}()
 	for i := 0; i < o.consumers; i++ {
@@ -281,22 +287,27 @@ func (r *perfRun) run() (*perfSummary, error) {
 		}
 		c := &perfConsumer{conn: conn, done: make(chan struct{})}
 		r.consumers = append(r.consumers, c)
-		cch, err := conn.Channel(e.ctx)
+		cch, err := e.openChannel(conn)
 		if err != nil {
 			return nil, err
 		}
-		if err := cch.Qos(e.ctx, warren.QosOptions{PrefetchCount: o.prefetch}); err != nil {
+		ctx, done := e.rpc("basic.qos")
+		if err := done(cch.Qos(ctx, warren.QosOptions{PrefetchCount: o.prefetch})); err != nil {
 			return nil, err
 		}
 		if r.queueOpts != nil {
 			// Declared on the consumer's connection too, so that its
 			// recovery declares the queue again before consuming, should a
 			// broker restart have dropped it.
-			if _, err := cch.QueueDeclare(e.ctx, r.queue, *r.queueOpts); err != nil {
-				return nil, err
+			ctx, done := e.rpc("queue.declare")
+			if _, err := cch.QueueDeclare(ctx, r.queue, *r.queueOpts); err != nil {
+				return nil, done(err)
 			}
+			done(nil)
 		}
-		if c.cons, err = cch.Consume(e.ctx, r.queue, warren.ConsumeOptions{}); err != nil {
+		ctx, done = e.rpc("basic.consume")
+		c.cons, err = cch.Consume(ctx, r.queue, warren.ConsumeOptions{})
+		if err = done(err); err != nil {
 			return nil, err
 		}
 	}
@@ -315,6 +326,7 @@ func (r *perfRun) run() (*perfSummary, error) {
 	r.start = time.Now()
 	sendCtx, stopSending := context.WithCancel(e.ctx)
 	defer stopSending()
+	r.stopSending = stopSending
 	if o.duration > 0 {
 		var cancel context.CancelFunc
 		sendCtx, cancel = context.WithTimeout(sendCtx, o.duration)
@@ -427,8 +439,9 @@ func (r *perfRun) consumersGone() bool {
 
 func (r *perfRun) produce(ctx, confirmCtx context.Context, p *perfProducer) {
 	o := r.o
-	ch, err := p.conn.Channel(ctx)
-	if err != nil {
+	setup, done := r.e.rpc("channel.open")
+	ch, err := p.conn.Channel(setup)
+	if err = done(err); err != nil {
 		r.fail("producer %d: opening a channel: %v", p.id, err)
 		return
 	}
@@ -439,7 +452,8 @@ func (r *perfRun) produce(ctx, confirmCtx context.Context, p *perfProducer) {
 	var pending chan outstanding
 	confirmsDone := make(chan struct{})
 	if o.confirm {
-		if err := ch.ConfirmSelect(ctx); err != nil {
+		setup, done := r.e.rpc("confirm.select")
+		if err := done(ch.ConfirmSelect(setup)); err != nil {
 			r.fail("producer %d: %v", p.id, err)
 			return
 		}
@@ -502,7 +516,9 @@ func (r *perfRun) produce(ctx, confirmCtx context.Context, p *perfProducer) {
 		binary.BigEndian.PutUint64(msg.Body[8:], seq)
 		binary.BigEndian.PutUint64(msg.Body[16:], uint64(time.Now().UnixNano()))
 		if o.confirm {
+			p.since.Store(time.Now().UnixNano())
 			cf, err := ch.PublishWithConfirm(ctx, "", r.queue, msg)
+			p.since.Store(0)
 			if err != nil {
 				if ctx.Err() == nil {
 					r.fail("producer %d: publishing: %v", p.id, err)
@@ -518,7 +534,10 @@ func (r *perfRun) produce(ctx, confirmCtx context.Context, p *perfProducer) {
 				return
 			}
 		} else {
-			if err := ch.Publish(ctx, "", r.queue, msg); err != nil {
+			p.since.Store(time.Now().UnixNano())
+			err := ch.Publish(ctx, "", r.queue, msg)
+			p.since.Store(0)
+			if err != nil {
 				if ctx.Err() == nil {
 					r.fail("producer %d: publishing: %v", p.id, err)
 				}
@@ -584,7 +603,16 @@ func (r *perfRun) report(stop <-chan struct{}, done chan<- struct{}) {
 	defer tick.Stop()
 	last := r.start
 	var lastSent, lastConf, lastRecv uint64
+	confMoved := r.start // when the confirmed count last moved
+	stalled := false
 	sample := func(now time.Time) {
+		if !stalled {
+			if msg := r.stall(now, &confMoved, lastConf); msg != "" {
+				stalled = true
+				r.fail("%s", msg)
+				r.stopSending()
+			}
+		}
 		dt := now.Sub(last).Seconds()
 		sent, conf, recv := r.sent.Load(), r.confirmed.Load(), r.deliveries.Load()
 		var h histogram
@@ -632,6 +660,38 @@ func (r *perfRun) report(stop <-chan struct{}, done chan<- struct{}) {
 			return
 		}
 	}
+}
+
+// stall reports a producer that has made no progress for --rpc-timeout
+// (not counting time spent recovering): a publish the connection did not
+// take (the broker blocks it, or stopped reading), or confirmations
+// outstanding with none arriving. It runs on the report goroutine, once
+// a second, before the sample that updates lastConf.
+func (r *perfRun) stall(now time.Time, confMoved *time.Time, lastConf uint64) string {
+	limit := r.e.rpcTimeout
+	if r.e.watch.stats().Recovering > 0 {
+		*confMoved = now
+		return ""
+	}
+	for _, p := range r.producers {
+		if since := p.since.Load(); since != 0 && now.Sub(time.Unix(0, since)) > limit {
+			why := "the connection takes no more bytes (the broker stopped reading?)"
+			if p.conn.Blocked() {
+				why = "the broker blocks the connection (connection.blocked: a resource alarm)"
+			}
+			return fmt.Sprintf("producer %d: the broker did not take a message within %s: %s", p.id, limit, why)
+		}
+	}
+	conf := r.confirmed.Load()
+	settled := conf + r.nacked.Load() + r.unconfirmed.Load() + r.maybeSent.Load()
+	if conf != lastConf || settled >= r.sent.Load() {
+		*confMoved = now
+		return ""
+	}
+	if now.Sub(*confMoved) > limit {
+		return fmt.Sprintf("no answer from the broker to %d outstanding publish(es) within %s", r.sent.Load()-settled, limit)
+	}
+	return ""
 }
 
 func fmtMS(ms float64) string {

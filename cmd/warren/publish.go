@@ -147,12 +147,31 @@ func publish(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer closeConn(conn)
+	defer e.closeConn(conn)
 	confirming := *confirm || *mandatory
 	if confirming {
-		if err := ch.ConfirmSelect(e.ctx); err != nil {
+		ctx, done := e.rpc("confirm.select")
+		if err := done(ch.ConfirmSelect(ctx)); err != nil {
 			return err
 		}
+	}
+	// Each publish may wait --rpc-timeout for the connection to take it
+	// (the broker blocks the connection, or stops reading), and through a
+	// recovery besides.
+	publishWait := e.rpcTimeout + watch.timeout
+	bounded := func(do func(ctx context.Context) error) error {
+		ctx, cancel := context.WithTimeout(e.ctx, publishWait)
+		err := do(ctx)
+		timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded) && e.ctx.Err() == nil
+		cancel()
+		if err == nil || !timedOut || !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		why := "the connection takes no more bytes (the broker stopped reading?)"
+		if conn.Blocked() {
+			why = "the broker blocks the connection (connection.blocked: a resource alarm)"
+		}
+		return fmt.Errorf("the broker did not take a message within %s: %s", publishWait, why)
 	}
 
 	// The library reopens a channel the broker closed (say, on a publish to
@@ -210,7 +229,7 @@ publishing:
 		for i := 0; i < *count; i++ {
 			msg := warren.Publishing{Mandatory: *mandatory, Properties: p, Body: body}
 			if !confirming {
-				if err := ch.Publish(e.ctx, *exchange, *key, msg); err != nil {
+				if err := bounded(func(ctx context.Context) error { return ch.Publish(ctx, *exchange, *key, msg) }); err != nil {
 					pubErr = err
 					break publishing
 				}
@@ -221,7 +240,11 @@ publishing:
 				}
 				continue
 			}
-			cf, err := ch.PublishWithConfirm(e.ctx, *exchange, *key, msg)
+			var cf *warren.Confirmation
+			err := bounded(func(ctx context.Context) (err error) {
+				cf, err = ch.PublishWithConfirm(ctx, *exchange, *key, msg)
+				return err
+			})
 			if err != nil {
 				pubErr = err
 				break publishing
@@ -233,7 +256,9 @@ publishing:
 				break publishing
 			}
 			if len(pending) >= publishWindow {
-				settle(pending[0], e.ctx)
+				ctx, cancel := context.WithTimeout(e.ctx, publishWait)
+				settle(pending[0], ctx)
+				cancel()
 				pending = pending[1:]
 			}
 		}
@@ -248,7 +273,8 @@ publishing:
 	if pubErr == nil && !confirming {
 		// A round trip on the channel: a channel error caused by the
 		// publishes arrives before its answer and fails it.
-		if err := ch.Qos(e.ctx, warren.QosOptions{}); err != nil {
+		ctx, done := e.rpc("basic.qos")
+		if err := done(ch.Qos(ctx, warren.QosOptions{})); err != nil {
 			pubErr = err
 		}
 	}
@@ -257,7 +283,7 @@ publishing:
 	}
 	if pubErr != nil {
 		if st.sent > 0 {
-			return fmt.Errorf("failed after %d message(s) were handed to the broker (they may be lost): %w", st.sent, pubErr)
+			return fmt.Errorf("failed after %s: %w", st.handed(confirming), pubErr)
 		}
 		return pubErr
 	}
@@ -265,13 +291,16 @@ publishing:
 		return err
 	}
 	// Close cleanly so that the broker has every publish before we report.
-	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), e.closeWait())
 	defer cancel()
 	if err := conn.Close(ctx); err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("no answer from the broker to connection.close within %s", e.closeWait())
+		}
 		return fmt.Errorf("closing the connection: %w", err)
 	}
 	if err := conn.Err(); err != nil { // the broker closed it: publishes may be lost
-		return fmt.Errorf("failed after %d message(s) were handed to the broker (they may be lost): %w", st.sent, err)
+		return fmt.Errorf("failed after %s: %w", st.handed(confirming), err)
 	}
 	target := fmt.Sprintf("exchange %q routing key %q", *exchange, *key)
 	if confirming {
@@ -286,6 +315,17 @@ type publishStats struct {
 	sent, acked, nacked, returned, unconfirmed int
 	firstReturn                                *warren.Return
 	firstErr                                   error
+}
+
+// handed says what became of the messages handed to the broker, for an
+// error: with confirms, only the unconfirmed may be lost.
+func (st *publishStats) handed(confirming bool) string {
+	if !confirming {
+		return fmt.Sprintf("%d message(s) were handed to the broker (they may be lost)", st.sent)
+	}
+	unconfirmed := st.sent - st.acked - st.nacked - st.returned
+	return fmt.Sprintf("%d message(s) were handed to the broker (%d confirmed, %d nacked, %d returned; %d unconfirmed, which may be lost)",
+		st.sent, st.acked, st.nacked, st.returned, unconfirmed)
 }
 
 // failure summarises what went wrong in one line, or returns nil.

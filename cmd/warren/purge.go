@@ -16,9 +16,10 @@ func runPurge(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer closeConn(conn)
-	n, err := ch.QueuePurge(e.ctx, *queue)
-	if err != nil {
+	defer e.closeConn(conn)
+	ctx, done := e.rpc("queue.purge")
+	n, err := ch.QueuePurge(ctx, *queue)
+	if err = done(err); err != nil {
 		return err
 	}
 	fmt.Fprintln(e.stdout, n)

@@ -100,7 +100,7 @@ func queueCounts(t *testing.T, q string) (messages, consumers int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, err := warren.DialWith(ctx, testURL(), warren.DialOptions{Config: warren.Config{Recovery: warren.Recovery{Disabled: true}}})
+	c, err := warren.DialWith(ctx, testURL(t), warren.DialOptions{Config: warren.Config{Recovery: warren.Recovery{Disabled: true}}})
 	require.NoError(t, err)
 	defer c.Close(ctx)
 	ch, err := c.Channel(ctx)
@@ -146,7 +146,7 @@ func TestConsumeRecoversFromForcedClose(t *testing.T) {
 	name := uniqueName(t, "conn")
 	cli(t, "", "publish", "--routing-key", q, "--count", "5", "--confirm", "before").ok(t)
 	r := start(t, strings.NewReader(""), "consume", "--queue", q, "--count", "10", "--prefetch", "1",
-		"--connection-name", name, "--url", testURL())
+		"--connection-name", name, "--url", testURL(t))
 	r.eventually(t, "five messages", func() bool { return strings.Count(r.stdout.String(), "\tbefore\n") >= 5 })
 	forceCloseOne(t, r, name)
 	r.eventually(t, "the recovery", func() bool { return strings.Contains(r.stderr.String(), "recovered after") })
@@ -169,7 +169,7 @@ func TestPublishRecoversFromForcedClose(t *testing.T) {
 	name := uniqueName(t, "conn")
 	stdin, feed := io.Pipe()
 	defer feed.Close()
-	r := start(t, stdin, "publish", "--lines", "--routing-key", q, "--confirm", "--connection-name", name, "--url", testURL())
+	r := start(t, stdin, "publish", "--lines", "--routing-key", q, "--confirm", "--connection-name", name, "--url", testURL(t))
 	_, err := io.WriteString(feed, "one\ntwo\nthree\n")
 	require.NoError(t, err)
 	// Once the broker has the three, their acks are on the socket before
@@ -191,7 +191,7 @@ func TestPublishRecoversFromForcedClose(t *testing.T) {
 func TestPerfRecoversFromForcedClose(t *testing.T) {
 	name := uniqueName(t, "perf")
 	r := start(t, strings.NewReader(""), "perf", "--duration", "6s", "--rate", "1000", "--json",
-		"--connection-name", name, "--url", testURL())
+		"--connection-name", name, "--url", testURL(t))
 	r.eventually(t, "a progress line", func() bool { return strings.Contains(r.stderr.String(), "time 1.0s") })
 	// The control connection (it declared the queue), the consumer's and
 	// the producer's, in one go.
@@ -217,7 +217,7 @@ func TestPerfRecoversFromForcedClose(t *testing.T) {
 func TestConsumeLostAgainWithoutProgressFails(t *testing.T) {
 	q := declareQueue(t)
 	name := uniqueName(t, "conn")
-	r := start(t, strings.NewReader(""), "consume", "--queue", q, "--connection-name", name, "--url", testURL())
+	r := start(t, strings.NewReader(""), "consume", "--queue", q, "--connection-name", name, "--url", testURL(t))
 	r.eventually(t, "the consumer", hasConsumer(t, q))
 	forceCloseOne(t, r, name)
 	r.eventually(t, "the recovery", func() bool { return strings.Contains(r.stderr.String(), "recovered after") })
@@ -284,7 +284,7 @@ func (p *proxy) stop() {
 // address, it fails over instead.
 func TestConsumeRecoveryTimeoutAndFailover(t *testing.T) {
 	q := declareQueue(t)
-	p := newProxy(t, "127.0.0.1:5672")
+	p := newProxy(t, brokerAddr())
 	r := start(t, strings.NewReader(""), "consume", "--queue", q, "--recovery-timeout", "1s", "--url", p.url())
 	r.eventually(t, "the consumer", hasConsumer(t, q))
 	lost := time.Now()
@@ -296,8 +296,8 @@ func TestConsumeRecoveryTimeoutAndFailover(t *testing.T) {
 	require.Contains(t, lines[len(lines)-1], "connection refused")
 
 	// The same with the broker's own address second: consume fails over.
-	p = newProxy(t, "127.0.0.1:5672")
-	r = start(t, strings.NewReader(""), "consume", "--queue", q, "--count", "1", "--recovery-timeout", "30s", "--url", p.url(), "--url", testURL())
+	p = newProxy(t, brokerAddr())
+	r = start(t, strings.NewReader(""), "consume", "--queue", q, "--count", "1", "--recovery-timeout", "30s", "--url", p.url(), "--url", testURL(t))
 	r.eventually(t, "the consumer", hasConsumer(t, q))
 	p.stop()
 	r.eventually(t, "the recovery", func() bool { return strings.Contains(r.stderr.String(), "recovered after") })
@@ -314,7 +314,7 @@ func TestURLRepeated(t *testing.T) {
 	deadURL := "amqp://guest:guest@" + dead.Addr().String() + "/"
 	require.NoError(t, dead.Close()) // nothing listens there now
 	q := uniqueName(t, "q")
-	r := cliNoURL(t, "", "declare", "queue", q, "--url", deadURL, "--url", testURL()).ok(t)
+	r := cliNoURL(t, "", "declare", "queue", q, "--url", deadURL, "--url", testURL(t)).ok(t)
 	require.Equal(t, q+"\n", r.stdout)
 	cli(t, "", "delete", "queue", q).ok(t)
 
