@@ -3,6 +3,7 @@ package warren
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -12,10 +13,23 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/warren-amqp/warren/internal/brokertest"
 	"github.com/warren-amqp/warren/proto"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain skips the tests that need RabbitMQ (TestBroker…, the
+// examples) when none is running, after saying so in one line.
+func TestMain(m *testing.M) {
+	if !brokertest.Check("warren", brokerAddr()) {
+		flag.Parse()
+		skip := "^(TestBroker|Example)"
+		if s := flag.Lookup("test.skip").Value.String(); s != "" {
+			skip += "|" + s
+		}
+		_ = flag.Set("test.skip", skip)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // brokerAddr is the RabbitMQ the integration tests use.
 func brokerAddr() string {

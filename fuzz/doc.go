@@ -32,13 +32,11 @@
 //
 // The seed corpus is the project's own hand-made vectors (vectors_test.go,
 // written byte by byte from the spec) and, in testdata/fuzz/<Target>/, a
-// few committed entries made only from those vectors. When the recorded
-// RabbitMQ 3.10.8 traffic is present beside the repository
-// (../shared/testdata/rabbitmq-3.10.8 from the repository root), its
-// streams (client streams without their protocol header), runs of whole
-// frames of at most 1 KiB cut from them, and the method payloads, tables
-// and property lists inside them are added as seeds at run time; without
-// it the targets run on the hand-made seeds alone.
+// few committed entries made only from those vectors. The recorded
+// RabbitMQ 3.10.8 traffic (testdata/rabbitmq-3.10.8 at the repository's
+// root) adds its streams (client streams without their protocol header),
+// runs of whole frames of at most 1 KiB cut from them, and the method
+// payloads, tables and property lists inside them as seeds at run time.
 //
 // A plain `go test ./fuzz/` runs every seed once, as CI does. To fuzz one
 // target, from the repository root:

@@ -3,8 +3,6 @@ package fuzz
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -17,21 +15,17 @@ import (
 )
 
 // recordedDir is the recorded RabbitMQ traffic, relative to this package's
-// directory: the shared/ folder that sits beside the repository.
-var recordedDir = filepath.Join("..", "..", "shared", "testdata", "rabbitmq-3.10.8")
+// directory: testdata/rabbitmq-3.10.8 at the repository's root.
+var recordedDir = filepath.Join("..", "testdata", "rabbitmq-3.10.8")
 
 // recordedStreams returns every recorded *.bin stream, client streams
-// without their 8-byte protocol header, in name order. It returns nil when
-// the recordings are not there (a checkout without shared/), and fails only
-// when they are there but cannot be read.
+// without their 8-byte protocol header, in name order. The recordings are
+// part of the repository: it fails when they cannot be read.
 func recordedStreams(tb testing.TB) [][]byte {
 	tb.Helper()
-	if _, err := os.Stat(recordedDir); errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
 	paths, err := filepath.Glob(filepath.Join(recordedDir, "*.bin"))
-	if err != nil {
-		tb.Fatalf("listing %s: %v", recordedDir, err)
+	if err != nil || len(paths) == 0 {
+		tb.Fatalf("no recordings in %s (%v)", recordedDir, err)
 	}
 	sort.Strings(paths)
 	var out [][]byte

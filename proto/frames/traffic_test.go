@@ -18,14 +18,13 @@ import (
 	"github.com/warren-amqp/warren/proto"
 )
 
-// trafficDir returns the directory of the RabbitMQ recordings, or skips the
-// test when it is not there.
+// trafficDir returns the directory of the RabbitMQ recordings, which are
+// part of the repository (testdata/rabbitmq-3.10.8 at its root).
 func trafficDir(t testing.TB) string {
 	t.Helper()
-	dir := filepath.Join("..", "..", "..", "shared", "testdata", "rabbitmq-3.10.8")
-	if _, err := os.Stat(filepath.Join(dir, "README.md")); err != nil {
-		t.Skipf("RabbitMQ 3.10.8 recordings not found at %s (%v): skipping the real-traffic tests", dir, err)
-	}
+	dir := filepath.Join("..", "..", "testdata", "rabbitmq-3.10.8")
+	_, err := os.Stat(filepath.Join(dir, "README.md"))
+	require.NoError(t, err, "the RabbitMQ 3.10.8 recordings belong in the repository")
 	return dir
 }
 

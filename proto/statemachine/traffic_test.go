@@ -1,6 +1,7 @@
 package statemachine
 
-// Replays of real RabbitMQ 3.10.8 traffic (../../../shared/testdata): the
+// Replays of real RabbitMQ 3.10.8 traffic (testdata/rabbitmq-3.10.8 at the
+// repository's root): the
 // SERVER side of each recording is fed into the machine while the test
 // issues the commands the recorded client issued, decoded from the CLIENT
 // side. The machine's own output must match what the recorded client
@@ -19,13 +20,13 @@ import (
 	"github.com/warren-amqp/warren/proto/frames"
 )
 
-// recordingsDir returns the directory of the recordings, or skips.
+// recordingsDir returns the directory of the recordings, part of the
+// repository.
 func recordingsDir(t testing.TB) string {
 	t.Helper()
-	dir := filepath.Join("..", "..", "..", "shared", "testdata", "rabbitmq-3.10.8")
-	if _, err := os.Stat(filepath.Join(dir, "README.md")); err != nil {
-		t.Skipf("RabbitMQ 3.10.8 recordings not found at %s (%v): skipping the real-traffic replays", dir, err)
-	}
+	dir := filepath.Join("..", "..", "testdata", "rabbitmq-3.10.8")
+	_, err := os.Stat(filepath.Join(dir, "README.md"))
+	require.NoError(t, err, "the RabbitMQ 3.10.8 recordings belong in the repository")
 	return dir
 }
 
