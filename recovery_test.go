@@ -461,7 +461,7 @@ func TestBrokerRecoveryNotRestored(t *testing.T) {
 	for _, q := range []string{kept, gone} {
 		_, err := obs.QueueDeclare(ctx, q, QueueOptions{})
 		require.NoError(t, err)
-		t.Cleanup(func() { _, _ = obs.QueueDelete(context.Background(), q, QueueDeleteOptions{}) })
+		deleteQueueAfter(t, q) // over a connection of its own: obs's are closed by then
 	}
 	c := dialProxied(t, p, "", Config{Recovery: Recovery{Filter: TopologyFilter{
 		Queue:    func(q DeclaredQueue) bool { return q.Name != base+".filtered" },
