@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -184,6 +185,9 @@ func (f *cmdFlags) dial(cfg warren.Config) (*warren.Connection, error) {
 		cfg.ConnectionName = f.connectionName()
 	}
 	cfg.Recovery = f.e.watch.config()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(stderrLog{f.e})
+	}
 	ctx, cancel := context.WithTimeout(f.e.ctx, dialTimeout)
 	defer cancel()
 	conn, err := warren.DialAny(ctx, urls, warren.DialOptions{Config: cfg})

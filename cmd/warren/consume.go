@@ -50,6 +50,7 @@ func consume(e *env, args []string) error {
 	prefetch := f.Int("prefetch", 100, "unacknowledged messages the broker may send ahead (basic.qos)")
 	noAck := f.Bool("no-ack", false, "consume without acknowledgements")
 	asJSON := f.Bool("json", false, "print one JSON object per message")
+	maxSize := f.Uint64("max-message-size", 0, "skip (and reject without requeue) messages whose body is larger than `bytes`,\nreporting each on stderr (0: the library's default, 128 MiB)")
 	watch := f.recoveryFlag()
 	if err := f.parseFlagsOnly(args, "queue"); err != nil {
 		return err
@@ -61,7 +62,7 @@ func consume(e *env, args []string) error {
 	if *count > 0 && pf > *count {
 		pf = *count
 	}
-	conn, err := f.dial(warren.Config{ConsumerBuffer: max(pf, 256)})
+	conn, err := f.dial(warren.Config{ConsumerBuffer: max(pf, 256), MaxMessageSize: *maxSize})
 	if err != nil {
 		return err
 	}

@@ -322,3 +322,17 @@ func TestURLRepeated(t *testing.T) {
 	require.Equal(t, exitFailure, r.code)
 	require.Contains(t, oneLine(t, r.stderr), "connection refused")
 }
+
+// What the library only logs, the command says on stderr: here a message
+// skipped for exceeding --max-message-size.
+func TestConsumeReportsSkippedMessages(t *testing.T) {
+	q := declareQueue(t)
+	cli(t, strings.Repeat("x", 2000), "publish", "--routing-key", q, "--confirm").ok(t)
+	cli(t, "", "publish", "--routing-key", q, "--confirm", "small").ok(t)
+	r := cli(t, "", "consume", "--queue", q, "--count", "1", "--max-message-size", "1000", "--timeout", "5s")
+	require.Equal(t, 0, r.code, "stderr: %s", r.stderr)
+	require.Equal(t, q+"\tsmall\n", r.stdout)
+	line := oneLine(t, r.stderr)
+	require.Contains(t, line, "warren consume: message over MaxMessageSize skipped")
+	require.Contains(t, line, "size=2000")
+}
