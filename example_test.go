@@ -32,9 +32,6 @@ func ExampleDial() {
 		log.Fatal(err)
 	}
 	fmt.Println("alive after close:", conn.IsAlive())
-	// Output:
-	// alive: true
-	// alive after close: false
 }
 
 // Declaring an exchange and a queue and binding them.
@@ -63,7 +60,6 @@ func ExampleChannel_QueueDeclare() {
 		log.Fatal(err)
 	}
 	fmt.Println("server-named queue:", len(q.Name) > 0)
-	// Output: server-named queue: true
 }
 
 // Publishing with publisher confirms, and waiting for the broker's ack.
@@ -98,7 +94,6 @@ func ExampleChannel_PublishWithConfirm() {
 		log.Fatal(err) // the outcome is unknown: the message may have been sent
 	}
 	fmt.Println("acked:", acked)
-	// Output: acked: true
 }
 
 // Consuming with manual acknowledgements.
@@ -137,10 +132,6 @@ func ExampleChannel_Consume() {
 	if err := consumer.Cancel(ctx); err != nil {
 		log.Fatal(err)
 	}
-	// Output:
-	// job 1
-	// job 2
-	// job 3
 }
 
 // Handling a mandatory message that no queue takes.
@@ -173,9 +164,6 @@ func ExampleChannel_NotifyReturn() {
 	r := <-returns
 	fmt.Println(uint16(r.ReplyCode), r.ReplyText, string(r.Body))
 	fmt.Println("handle says returned:", confirmation.Returned() != nil)
-	// Output:
-	// 312 NO_ROUTE lost?
-	// handle says returned: true
 }
 
 // Reading a RabbitMQ stream over AMQP 0-9-1: declare it with
@@ -235,7 +223,4 @@ func Example_stream() {
 	if err := cons.Cancel(ctx); err != nil {
 		log.Fatal(err)
 	}
-	// Output:
-	// offset 1: paid
-	// offset 2: shipped
 }

@@ -13,14 +13,14 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/warren-amqp/warren/internal/brokertest"
+	"github.com/warren-amqp/warren/internal/testenv"
 	"github.com/warren-amqp/warren/proto"
 )
 
 // TestMain skips the tests that need RabbitMQ (TestBroker…, the
 // examples) when none is running, after saying so in one line.
 func TestMain(m *testing.M) {
-	if !brokertest.Check("warren", brokerAddr()) {
+	if !testenv.Check("warren", brokerAddr()) {
 		flag.Parse()
 		skip := "^(TestBroker|Example)"
 		if s := flag.Lookup("test.skip").Value.String(); s != "" {

@@ -20,7 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/warren-amqp/warren"
-	"github.com/warren-amqp/warren/internal/brokertest"
+	"github.com/warren-amqp/warren/internal/testenv"
 )
 
 // brokerMissing is set by TestMain when no RabbitMQ is running: the
@@ -28,7 +28,7 @@ import (
 var brokerMissing bool
 
 func TestMain(m *testing.M) {
-	brokerMissing = !brokertest.Check("cmd/warren", brokerAddr())
+	brokerMissing = !testenv.Check("cmd/warren", brokerAddr())
 	goleak.VerifyTestMain(m)
 }
 

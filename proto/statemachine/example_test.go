@@ -119,11 +119,4 @@ func Example_eventLoop() {
 			c.FeedEOF()
 		}
 	}
-	// Output:
-	// channel open
-	// queue declared
-	// publish 1 (hello) acked: true
-	// got "hello, sans-IO" (text/plain)
-	// queue deleted
-	// closed, error: <nil>
 }

@@ -2,22 +2,47 @@ package statemachine_test
 
 import (
 	"flag"
+	"io"
 	"os"
 	"testing"
 
-	"github.com/warren-amqp/warren/internal/brokertest"
+	"github.com/stretchr/testify/require"
+
+	"github.com/warren-amqp/warren/internal/testenv"
 )
 
-// TestMain skips the example that talks to RabbitMQ when none is running,
-// after saying so in one line.
+// TestMain skips the test that runs the example against RabbitMQ when
+// none is running, after saying so in one line.
 func TestMain(m *testing.M) {
-	if !brokertest.Check("proto/statemachine", brokerAddr()) {
+	if !testenv.Check("proto/statemachine", brokerAddr()) {
 		flag.Parse()
-		skip := "^Example_eventLoop$"
+		skip := "^TestBrokerExampleEventLoop$"
 		if s := flag.Lookup("test.skip").Value.String(); s != "" {
 			skip += "|" + s
 		}
 		_ = flag.Set("test.skip", skip)
 	}
 	os.Exit(m.Run())
+}
+
+// TestBrokerExampleEventLoop runs Example_eventLoop against RabbitMQ and
+// checks what it prints (the example carries no Output comment, so that
+// go test without a broker compiles it without running it).
+func TestBrokerExampleEventLoop(t *testing.T) {
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	saved := os.Stdout
+	os.Stdout = w
+	got := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(r)
+		got <- string(b)
+	}()
+	defer func() { os.Stdout = saved }()
+	Example_eventLoop()
+	os.Stdout = saved
+	require.NoError(t, w.Close())
+	require.Equal(t, "channel open\nqueue declared\npublish 1 (hello) acked: true\n"+
+		"got \"hello, sans-IO\" (text/plain)\nqueue deleted\nclosed, error: <nil>\n", <-got)
+	require.NoError(t, r.Close())
 }

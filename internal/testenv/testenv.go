@@ -1,0 +1,63 @@
+// Package testenv holds what the test binaries share about their
+// environment. For those that need a RabbitMQ it decides what happens
+// when none is running: the tests that need it skip, after
+// one line saying how to start one, or, when WARREN_REQUIRE_BROKER=1
+// (.ci/run sets it), the test binary fails at once.
+//
+// The line goes to the terminal (/dev/tty) when there is one: go test in
+// package-list mode (go test ./...) shows a passing package's output only
+// with -v, and the line must be seen without it. Without a terminal it
+// goes to stderr.
+package testenv
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"time"
+)
+
+// RequireEnv is the environment variable that makes a missing broker a
+// failure.
+const RequireEnv = "WARREN_REQUIRE_BROKER"
+
+// Available reports whether something accepts TCP connections at addr
+// within a second.
+func Available(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// Check runs in a TestMain: it reports whether the broker at addr is
+// there. When it is not, it prints one line on stderr naming the package
+// pkg and how to start RabbitMQ, and returns false so that the broker
+// tests skip; under WARREN_REQUIRE_BROKER=1 it exits with status 1
+// instead.
+func Check(pkg, addr string) bool {
+	if Available(addr) {
+		return true
+	}
+	if os.Getenv(RequireEnv) == "1" {
+		fmt.Fprintf(os.Stderr, "%s: no RabbitMQ at %s and %s=1: failing (start one: rabbitmq-server -detached && rabbitmqctl await_startup)\n",
+			pkg, addr, RequireEnv)
+		os.Exit(1)
+	}
+	Say(fmt.Sprintf("%s: no RabbitMQ at %s: skipping the tests that need it (start one: rabbitmq-server -detached && rabbitmqctl await_startup)",
+		pkg, addr))
+	return false
+}
+
+// Say prints line where someone running go test sees it without -v: the
+// terminal if there is one, else stderr.
+func Say(line string) {
+	if tty, err := os.OpenFile("/dev/tty", os.O_WRONLY, 0); err == nil {
+		fmt.Fprintln(tty, line)
+		tty.Close()
+		return
+	}
+	fmt.Fprintln(os.Stderr, line)
+}
