@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/warren-amqp/warren/proto"
@@ -196,7 +197,7 @@ func (ep *endpoint) open(ctx context.Context, base Config, eps []endpoint) (*Con
 		}
 	}
 	if name := ep.name(); name != "" {
-		return nil, fmt.Errorf("amqp: connecting to %s: %w", name, err)
+		return nil, &connectError{name: name, err: err}
 	}
 	return nil, err
 }
@@ -250,3 +251,16 @@ func (c *Connection) Address() string {
 	}
 	return c.cur.name()
 }
+
+// connectError is a failed attempt to connect to one address. Its text
+// has one "amqp: " prefix, however the cause's reads.
+type connectError struct {
+	name string // the address, credentials redacted
+	err  error
+}
+
+func (e *connectError) Error() string {
+	return "amqp: connecting to " + e.name + ": " + strings.TrimPrefix(e.err.Error(), "amqp: ")
+}
+
+func (e *connectError) Unwrap() error { return e.err }

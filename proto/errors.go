@@ -3,6 +3,7 @@ package proto
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // ReplyCode is an AMQP reply code, carried by connection.close,
@@ -159,9 +160,12 @@ type Reply struct {
 func (r Reply) AMQPReply() Reply { return r }
 
 func (r Reply) describe() string {
-	s := fmt.Sprintf("%d %s", uint16(r.Code), r.Code.String())
-	if r.Text != "" {
-		s += ": " + r.Text
+	name := r.Code.String()
+	s := fmt.Sprintf("%d %s", uint16(r.Code), name)
+	// RabbitMQ starts its texts with the code's name ("NOT_FOUND - no
+	// queue …"): say it once.
+	if text := strings.TrimPrefix(r.Text, name+" - "); text != "" {
+		s += ": " + text
 	}
 	if r.ClassID != 0 || r.MethodID != 0 {
 		s += fmt.Sprintf(" (class %d, method %d)", r.ClassID, r.MethodID)

@@ -131,7 +131,7 @@ func TestConnectionError(t *testing.T) {
 		Origin: ByPeer,
 	}
 	require.Equal(t,
-		"amqp: connection closed by peer: 403 ACCESS_REFUSED: ACCESS_REFUSED - Login was refused (class 10, method 40)",
+		"amqp: connection closed by peer: 403 ACCESS_REFUSED: Login was refused (class 10, method 40)",
 		err.Error())
 	require.True(t, errors.Is(err, AccessRefused))
 	require.False(t, errors.Is(err, NotFound))
@@ -179,7 +179,7 @@ func TestChannelError(t *testing.T) {
 		Origin:  ByPeer,
 	}
 	require.Equal(t,
-		"amqp: channel 3 closed by peer: 404 NOT_FOUND: NOT_FOUND - no queue 'q' in vhost '/' (class 50, method 10)",
+		"amqp: channel 3 closed by peer: 404 NOT_FOUND: no queue 'q' in vhost '/' (class 50, method 10)",
 		err.Error())
 	require.ErrorIs(t, err, NotFound)
 	require.NotErrorIs(t, err, AccessRefused)

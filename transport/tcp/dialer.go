@@ -93,7 +93,11 @@ func (d *Dialer) Dial(ctx context.Context) (net.Conn, error) {
 	if via == nil {
 		conn, err := direct.DialContext(ctx, "tcp", d.Addr)
 		if err != nil {
-			return nil, fmt.Errorf("tcp: dial %s: %w", d.Addr, withContext(ctx, err))
+			err = withContext(ctx, err)
+			if op := (*net.OpError)(nil); errors.As(err, &op) {
+				return nil, err // "dial tcp ADDR: …" says it all
+			}
+			return nil, fmt.Errorf("tcp: dial %s: %w", d.Addr, err)
 		}
 		return conn, nil
 	}
