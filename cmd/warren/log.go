@@ -10,16 +10,19 @@ import (
 
 // stderrLog is the library's logger in the command: its warnings (a
 // message skipped for exceeding the maximum size, a delivery for an
-// unknown consumer, a returned message nobody listens for) become one
-// line each on stderr, as errors do. The recovery's own lines are left
-// out: the recovery watch reports losses and recoveries itself.
+// unknown consumer) become one line each on stderr, as errors do. Left
+// out are what the command reports itself: losses and recoveries (the
+// recovery watch) and returned messages (publish counts them through
+// their confirmations).
 type stderrLog struct{ e *env }
 
 func (h stderrLog) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
 
 func (h stderrLog) Handle(_ context.Context, r slog.Record) error {
-	if strings.HasPrefix(r.Message, "amqp connection lost") || strings.HasPrefix(r.Message, "amqp recovery") {
-		return nil
+	for _, own := range []string{"amqp connection lost", "amqp recovery", "amqp message returned"} {
+		if strings.HasPrefix(r.Message, own) {
+			return nil
+		}
 	}
 	var b strings.Builder
 	b.WriteString(strings.TrimPrefix(r.Message, "amqp "))
