@@ -381,3 +381,42 @@ func TestBrokerConfirmAfterReopen(t *testing.T) {
 	}
 	require.Equal(t, uint64(6), last)
 }
+
+// A publish the broker refuses for certain (404: no such exchange) and
+// every later one on the channel resolve with ErrNotSent; earlier ones
+// are confirmed or, cut off by the channel's end, maybe sent.
+func TestBrokerRefusedPublishIsNotSent(t *testing.T) {
+	ctx := brokerCtx(t)
+	c := dialTest(t, Config{})
+	ch := confirmChannel(t, ctx, c)
+	q, err := ch.QueueDeclare(ctx, "", QueueOptions{Exclusive: true})
+	require.NoError(t, err)
+	missing := testQueueName(t) + ".no-such-exchange"
+	var cfs []*Confirmation
+	const before, after = 20, 20
+	for i := range before + 1 + after {
+		exchange, key := "", q.Name
+		if i == before {
+			exchange, key = missing, "x"
+		}
+		cf, err := ch.PublishWithConfirm(ctx, exchange, key, Publishing{Body: []byte("m")})
+		require.NoError(t, err)
+		cfs = append(cfs, cf)
+	}
+	for i, cf := range cfs {
+		acked, err := cf.Wait(ctx)
+		switch {
+		case i < before:
+			if err != nil {
+				require.ErrorIs(t, err, ErrMaybeSent, "publish %d", i)
+				require.NotErrorIs(t, err, ErrNotSent)
+			} else {
+				require.True(t, acked, "publish %d", i)
+			}
+		default:
+			require.ErrorIs(t, err, ErrNotSent, "publish %d", i)
+			require.ErrorIs(t, err, NotFound, "publish %d", i)
+			require.NotErrorIs(t, err, ErrMaybeSent)
+		}
+	}
+}

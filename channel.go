@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/warren-amqp/warren/internal/driver"
 	"github.com/warren-amqp/warren/proto"
@@ -296,9 +297,25 @@ func (ch *Channel) onClosedLocked(m *statemachine.Conn, e *statemachine.Event) {
 	if failWith == nil {
 		failWith = ErrClosed
 	}
-	for _, p := range e.Publishes {
+	// A 404 naming an exchange refused the earliest unconfirmed publish
+	// to it for certain, and the broker discarded every later one: those
+	// were not sent. The earlier ones may have been.
+	notSentFrom := len(e.Publishes)
+	if x, ok := refusedExchange(e.Err); ok {
+		for i, p := range e.Publishes {
+			if cf, _ := p.Ref.(*Confirmation); cf != nil && cf.exchange == x {
+				notSentFrom = i
+				break
+			}
+		}
+	}
+	for i, p := range e.Publishes {
 		if cf, _ := p.Ref.(*Confirmation); cf != nil {
-			cf.resolve(false, fmt.Errorf("%w: %w", ErrMaybeSent, failWith))
+			if i >= notSentFrom {
+				cf.resolve(false, fmt.Errorf("%w: %w", ErrNotSent, failWith))
+			} else {
+				cf.resolve(false, fmt.Errorf("%w: %w", ErrMaybeSent, failWith))
+			}
 		}
 	}
 	// The broker numbers the next incarnation's deliveries and publishes
@@ -463,4 +480,23 @@ func addListener[T any](ch *Channel, list *[]*listener[T], l *listener[T], c cha
 	}
 	*list = append(*list, l)
 	return c
+}
+
+// refusedExchange returns the exchange a broker's channel.close 404 names
+// ("NOT_FOUND - no exchange 'X' in vhost 'V'", RabbitMQ's wording), if err
+// is one.
+func refusedExchange(err error) (string, bool) {
+	var ce *ChannelError
+	if !errors.As(err, &ce) || ce.Code != NotFound || ce.Origin != proto.ByPeer {
+		return "", false
+	}
+	_, rest, ok := strings.Cut(ce.Text, "no exchange '")
+	if !ok {
+		return "", false
+	}
+	i := strings.LastIndex(rest, "' in vhost '")
+	if i < 0 {
+		return "", false
+	}
+	return rest[:i], true
 }

@@ -50,6 +50,12 @@ var (
 	// ErrMaybeSent reports a publish whose outcome is unknown: it was handed
 	// to the connection, which then failed before the broker confirmed it.
 	ErrMaybeSent = errors.New("amqp: publish may have reached the broker; its outcome is unknown")
+	// ErrNotSent reports a publish the broker certainly refused: the
+	// channel closed with 404 NOT_FOUND naming the exchange of the
+	// earliest unconfirmed publish to it, and this publish is that one or
+	// a later one on the channel (the broker discards what follows a
+	// channel error). The error wraps the channel's *ChannelError too.
+	ErrNotSent = errors.New("amqp: publish refused by the broker: not sent")
 	// ErrNotConfirmMode is returned when a confirmation is awaited on a
 	// channel that is not in confirm mode.
 	ErrNotConfirmMode = errors.New("amqp: channel is not in confirm mode")

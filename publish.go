@@ -31,12 +31,13 @@ type Confirmation struct {
 	// Seq is the publish's sequence number on its Channel: the delivery
 	// tag of its confirm, plus the publishes of the channel's earlier
 	// incarnations, so it never repeats on a Channel.
-	Seq  uint64
-	conn *Connection
-	done chan struct{}
-	ack  bool
-	ret  *Return
-	err  error
+	Seq      uint64
+	conn     *Connection
+	exchange string // published to: a 404 naming it means not sent
+	done     chan struct{}
+	ack      bool
+	ret      *Return
+	err      error
 }
 
 func (cf *Confirmation) resolve(ack bool, err error) {
@@ -94,7 +95,7 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 	var cf *Confirmation
 	var ref any
 	if wantConfirm {
-		cf = &Confirmation{conn: c, done: make(chan struct{})}
+		cf = &Confirmation{conn: c, exchange: exchange, done: make(chan struct{})}
 		ref = cf
 	}
 	// A field, not a local: a local would escape through the Method

@@ -199,6 +199,11 @@ func publish(e *env, args []string) error {
 	settle := func(cf *warren.Confirmation, ctx context.Context) {
 		acked, err := cf.Wait(ctx)
 		switch {
+		case errors.Is(err, warren.ErrNotSent): // refused for certain (404 on the exchange)
+			st.notSent++
+			if st.firstErr == nil {
+				st.firstErr = err
+			}
 		case err != nil:
 			st.unconfirmed++
 			if st.firstErr == nil {
@@ -312,7 +317,7 @@ publishing:
 }
 
 type publishStats struct {
-	sent, acked, nacked, returned, unconfirmed int
+	sent, acked, nacked, returned, unconfirmed, notSent int
 	firstReturn                                *warren.Return
 	firstErr                                   error
 }
@@ -323,9 +328,9 @@ func (st *publishStats) handed(confirming bool) string {
 	if !confirming {
 		return fmt.Sprintf("%d message(s) were handed to the broker (they may be lost)", st.sent)
 	}
-	unconfirmed := st.sent - st.acked - st.nacked - st.returned
-	return fmt.Sprintf("%d message(s) were handed to the broker (%d confirmed, %d nacked, %d returned; %d unconfirmed, which may be lost)",
-		st.sent, st.acked, st.nacked, st.returned, unconfirmed)
+	unconfirmed := st.sent - st.acked - st.nacked - st.returned - st.notSent
+	return fmt.Sprintf("%d message(s) were handed to the broker (%d confirmed, %d nacked, %d returned, %d refused and not sent; %d unconfirmed, which may be lost)",
+		st.sent, st.acked, st.nacked, st.returned, st.notSent, unconfirmed)
 }
 
 // failure summarises what went wrong in one line, or returns nil.
@@ -339,8 +344,11 @@ func (st *publishStats) failure() error {
 	if st.nacked > 0 {
 		parts = append(parts, fmt.Sprintf("%d of %d message(s) nacked by the broker", st.nacked, st.sent))
 	}
+	if st.notSent > 0 {
+		parts = append(parts, fmt.Sprintf("%d of %d message(s) refused by the broker and not sent (%v)", st.notSent, st.sent, st.firstErr))
+	}
 	if st.unconfirmed > 0 {
-		parts = append(parts, fmt.Sprintf("%d of %d message(s) not confirmed (%v)", st.unconfirmed, st.sent, st.firstErr))
+		parts = append(parts, fmt.Sprintf("%d of %d message(s) not confirmed, which may be lost (%v)", st.unconfirmed, st.sent, st.firstErr))
 	}
 	if len(parts) == 0 {
 		return nil
