@@ -1,6 +1,7 @@
 package statemachine
 
 import (
+	"encoding/json"
 	"errors"
 	"strconv"
 
@@ -57,6 +58,9 @@ func (a PlainAuth) GoString() string {
 	return "statemachine.PlainAuth{Username: " + strconv.Quote(a.Username) + "}"
 }
 
+// MarshalJSON hides the password from encoding/json too.
+func (a PlainAuth) MarshalJSON() ([]byte, error) { return mechanismJSON("PLAIN", a.Username) }
+
 // AMQPlainAuth is RabbitMQ's AMQPLAIN mechanism: LOGIN and PASSWORD as a
 // field table written without its length prefix (py-amqp's default).
 type AMQPlainAuth struct {
@@ -84,6 +88,15 @@ func (a AMQPlainAuth) String() string { return "AMQPLAIN(" + a.Username + ")" }
 // GoString hides the password from %#v too.
 func (a AMQPlainAuth) GoString() string {
 	return "statemachine.AMQPlainAuth{Username: " + strconv.Quote(a.Username) + "}"
+}
+
+// MarshalJSON hides the password from encoding/json too.
+func (a AMQPlainAuth) MarshalJSON() ([]byte, error) { return mechanismJSON("AMQPLAIN", a.Username) }
+
+// mechanismJSON is {"Mechanism":…,"Username":…}: what a mechanism with a
+// password may show.
+func mechanismJSON(mechanism, username string) ([]byte, error) {
+	return json.Marshal(struct{ Mechanism, Username string }{mechanism, username})
 }
 
 // ExternalAuth is SASL EXTERNAL: the server authenticates the client by
