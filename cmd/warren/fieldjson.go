@@ -91,9 +91,6 @@ func appendValueJSON(b []byte, v proto.Value) []byte {
 	case proto.KindBool:
 		x, _ := v.AsBool()
 		return strconv.AppendBool(b, x)
-	case proto.KindInt32:
-		n, _ := v.AsInt()
-		return strconv.AppendInt(b, n, 10)
 	case proto.KindString:
 		s, _ := v.AsString()
 		if utf8.ValidString(s) {
@@ -109,7 +106,7 @@ func appendValueJSON(b []byte, v proto.Value) []byte {
 		b = append(b, `"base64":"`...)
 		b = base64.StdEncoding.AppendEncode(b, s)
 		return append(b, '"', '}')
-	case proto.KindInt8, proto.KindUint8, proto.KindInt16, proto.KindUint16, proto.KindUint32:
+	case proto.KindInt8, proto.KindUint8, proto.KindInt16, proto.KindUint16, proto.KindInt32, proto.KindUint32:
 		n, _ := v.AsInt()
 		b = typed(b, k)
 		b = append(b, `"value":`...)

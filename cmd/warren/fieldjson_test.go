@@ -4,6 +4,7 @@ import (
 	"math"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/require"
 	"github.com/warren-amqp/warren/proto"
@@ -44,18 +45,18 @@ func TestFieldJSONOutput(t *testing.T) {
 	got := string(appendTableJSON(nil, everyKind()))
 	require.Equal(t, `{"S":"héllo \"quoted\" <tag>","S-bin":{"type":"S","base64":"/wA="},"t":true,`+
 		`"b":{"type":"b","value":-128},"B":{"type":"B","value":255},"s":{"type":"s","value":-32768},`+
-		`"u":{"type":"u","value":65535},"I":-2147483648,"i":{"type":"i","value":4294967295},`+
+		`"u":{"type":"u","value":65535},"I":{"type":"I","value":-2147483648},"i":{"type":"i","value":4294967295},`+
 		`"l":{"type":"l","value":"9223372036854775807"},"l-neg":{"type":"l","value":"-9223372036854775808"},`+
 		`"L":{"type":"L","value":"1099511627776"},"f":{"type":"f","value":0.1},"f-inf":{"type":"f","value":"-Infinity"},`+
 		`"d":{"type":"d","value":1e+300},"d-nan":{"type":"d","value":"NaN"},"d-inf":{"type":"d","value":"Infinity"},`+
 		`"D":{"type":"D","scale":2,"value":-314},"x":{"type":"x","base64":"AAEC/w=="},`+
-		`"T":{"type":"T","value":"2024-05-06T07:08:09Z"},"A":[1,"two",null,[]],"F":{"z":1,"a":false},`+
+		`"T":{"type":"T","value":"2024-05-06T07:08:09Z"},"A":[{"type":"I","value":1},"two",null,[]],"F":{"z":{"type":"I","value":1},"a":false},`+
 		`"F-type":{"type":"F","value":{"type":"l","value":"1"}},"F-empty":{},"V":null}`, got)
 }
 
-// The output mapping parses back to the same table, types included, but
-// for one documented exception: a bare integer is 'I' on output and 'l' on
-// input (as the brief for --headers-json asks).
+// The output mapping parses back to the same table, types included (a
+// bare integer on input is 'l'; output writes every other integer type as
+// a typed value, 'I' too, so nothing changes type on the way back).
 func TestFieldJSONRoundTrip(t *testing.T) {
 	want := everyKind()
 	enc := appendTableJSON(nil, want)
@@ -63,13 +64,6 @@ func TestFieldJSONRoundTrip(t *testing.T) {
 	require.NoError(t, err, "%s", enc)
 	require.Equal(t, len(want), len(got))
 	for i := range want {
-		if want[i].Value.Kind() == proto.KindInt32 {
-			require.Equal(t, proto.Int64(math.MinInt32), got[i].Value)
-			continue
-		}
-		if want[i].Name == "A" || want[i].Name == "F" { // they hold I values
-			continue
-		}
 		require.Equal(t, want[i].Name, got[i].Name)
 		require.Equal(t, want[i].Value.Kind(), got[i].Value.Kind(), want[i].Name)
 		// Compare through the encoding: NaN is not equal to itself.
@@ -85,7 +79,7 @@ func TestFieldJSONTypedIntRoundTrip(t *testing.T) {
 	got, err := parseTableJSON(`{"i":{"type":"I","value":-7}}`)
 	require.NoError(t, err)
 	require.Equal(t, proto.Table{{Name: "i", Value: proto.Int32(-7)}}, got)
-	require.Equal(t, `{"i":-7}`, string(appendTableJSON(nil, got)))
+	require.Equal(t, `{"i":{"type":"I","value":-7}}`, string(appendTableJSON(nil, got)))
 }
 
 func TestFieldJSONInput(t *testing.T) {
@@ -148,4 +142,62 @@ func TestBitsetAndReceived(t *testing.T) {
 	require.True(t, r.seen.has(1000))
 	require.False(t, r.seen.has(999))
 	require.False(t, r.seen.has(1<<20))
+}
+
+// FuzzFieldJSON: any field table the codec decodes, written as warren's
+// JSON and read back, encodes to the same bytes. The two documented
+// exceptions are skipped: a field name that is not valid UTF-8 (written
+// with U+FFFD) and a NaN float (written as "NaN", so its payload bits are
+// not kept).
+func FuzzFieldJSON(f *testing.F) {
+	seed, err := proto.AppendTableFields(nil, everyKind())
+	require.NoError(f, err)
+	f.Add(seed)
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tb, err := proto.DecodeTableFields(b)
+		if err != nil || lossyInJSON(tb) {
+			return
+		}
+		want, err := proto.AppendTableFields(nil, tb)
+		if err != nil {
+			return // decodes but does not encode (too deep): not the mapping's concern
+		}
+		js := appendTableJSON(nil, tb)
+		back, err := parseTableJSON(string(js))
+		require.NoError(t, err, "%s", js)
+		got, err := proto.AppendTableFields(nil, back)
+		require.NoError(t, err)
+		require.Equal(t, want, got, "%s", js)
+	})
+}
+
+// lossyInJSON reports whether tb holds what the JSON mapping documents
+// it does not keep: a field name that is not valid UTF-8, a NaN float.
+func lossyInJSON(tb proto.Table) bool {
+	for _, f := range tb {
+		if !utf8.ValidString(f.Name) || lossyValue(f.Value) {
+			return true
+		}
+	}
+	return false
+}
+
+func lossyValue(v proto.Value) bool {
+	switch v.Kind() {
+	case proto.KindFloat32, proto.KindFloat64:
+		x, _ := v.AsFloat()
+		return math.IsNaN(x)
+	case proto.KindTable:
+		t, _ := v.AsTable()
+		return lossyInJSON(t)
+	case proto.KindArray:
+		a, _ := v.AsArray()
+		for _, e := range a {
+			if lossyValue(e) {
+				return true
+			}
+		}
+	}
+	return false
 }
