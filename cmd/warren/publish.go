@@ -318,8 +318,8 @@ publishing:
 
 type publishStats struct {
 	sent, acked, nacked, returned, unconfirmed, notSent int
-	firstReturn                                *warren.Return
-	firstErr                                   error
+	firstReturn                                         *warren.Return
+	firstErr                                            error
 }
 
 // handed says what became of the messages handed to the broker, for an
