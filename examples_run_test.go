@@ -1,11 +1,11 @@
 package warren_test
 
 import (
-	"io"
-	"os"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/warren-amqp/warren/internal/testenv"
 )
 
 // TestBrokerExamples runs the examples that talk to RabbitMQ and checks
@@ -26,29 +26,9 @@ func TestBrokerExamples(t *testing.T) {
 		{"Example_stream", Example_stream, "offset 1: paid\noffset 2: shipped\n"},
 	} {
 		t.Run(ex.name, func(t *testing.T) {
-			require.Equal(t, ex.want, captureStdout(t, ex.run))
+			got, err := testenv.CaptureStdout(ex.run)
+			require.NoError(t, err)
+			require.Equal(t, ex.want, got)
 		})
 	}
-}
-
-// captureStdout runs fn with os.Stdout going to a pipe and returns what
-// it wrote. (Not for parallel tests: os.Stdout is the process's.)
-func captureStdout(t *testing.T, fn func()) string {
-	t.Helper()
-	r, w, err := os.Pipe()
-	require.NoError(t, err)
-	saved := os.Stdout
-	os.Stdout = w
-	got := make(chan string, 1)
-	go func() {
-		b, _ := io.ReadAll(r)
-		got <- string(b)
-	}()
-	defer func() { os.Stdout = saved }()
-	fn()
-	os.Stdout = saved
-	require.NoError(t, w.Close())
-	out := <-got
-	require.NoError(t, r.Close())
-	return out
 }

@@ -79,15 +79,9 @@ func TestHostileBroker(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			closed := make(chan frames.Method, 1)
-			connector := &netpipe.Connector{Serve: func(n int, server *netpipe.Conn) {
-				b := newScripted(t, server)
-				if b.handshake(0) != nil || b.answerChannel(false) != nil {
-					return
-				}
-				if _, _, err := b.readMethod(); err != nil { // basic.consume
-					return
-				}
-				b.send(1, &frames.BasicConsumeOK{ConsumerTag: "c"})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			conn, _ := hostileConsumer(t, ctx, func(b *scriptedBroker, server *netpipe.Conn) {
 				_, _ = server.Write(tc.bytes(t))
 				for {
 					m, _, err := b.readMethod()
@@ -100,16 +94,7 @@ func TestHostileBroker(t *testing.T) {
 						return
 					}
 				}
-			}}
-			defer connector.Wait()
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			conn, err := Connect(ctx, connector, Config{Recovery: Recovery{Disabled: true}, Heartbeat: -1})
-			require.NoError(t, err)
-			ch, err := conn.Channel(ctx)
-			require.NoError(t, err)
-			_, err = ch.Consume(ctx, "q", ConsumeOptions{NoAck: true, ConsumerTag: "c"})
-			require.NoError(t, err)
+			})
 			select {
 			case <-conn.Done():
 			case <-ctx.Done():
@@ -161,15 +146,9 @@ func TestHostileBrokerDeepHeaders(t *testing.T) {
 	fields, err := appendDeepTable(deep)
 	require.NoError(t, err)
 	body := []byte("body")
-	connector := &netpipe.Connector{Serve: func(n int, server *netpipe.Conn) {
-		b := newScripted(t, server)
-		if b.handshake(0) != nil || b.answerChannel(false) != nil {
-			return
-		}
-		if _, _, err := b.readMethod(); err != nil { // basic.consume
-			return
-		}
-		b.send(1, &frames.BasicConsumeOK{ConsumerTag: "c"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, cons := hostileConsumer(t, ctx, func(b *scriptedBroker, server *netpipe.Conn) {
 		out := hostileMethod(t, 1, &frames.BasicDeliver{ConsumerTag: "c", DeliveryTag: 1, RoutingKey: "q"})
 		payload := []byte{0, 60, 0, 0}
 		payload = binary.BigEndian.AppendUint64(payload, uint64(len(body)))
@@ -179,19 +158,37 @@ func TestHostileBrokerDeepHeaders(t *testing.T) {
 		out = append(out, frames.AppendBody(nil, 1, body, 4096)...)
 		_, _ = server.Write(out)
 		b.serveMethods(nil)
+	})
+	d := receive(t, ctx, cons)
+	require.Error(t, d.HeaderErr, "the headers could not be decoded")
+	require.Equal(t, body, d.Body)
+	require.True(t, conn.IsAlive())
+	require.NoError(t, conn.Close(ctx))
+}
+
+// hostileConsumer connects to a scripted broker that completes the
+// handshake, opens channel 1 and answers a basic.consume for consumer
+// "c", then hands over to then; it returns the connection and its
+// consumer.
+func hostileConsumer(t *testing.T, ctx context.Context, then func(b *scriptedBroker, server *netpipe.Conn)) (*Connection, *Consumer) {
+	t.Helper()
+	connector := &netpipe.Connector{Serve: func(n int, server *netpipe.Conn) {
+		b := newScripted(t, server)
+		if b.handshake(0) != nil || b.answerChannel(false) != nil {
+			return
+		}
+		if _, _, err := b.readMethod(); err != nil { // basic.consume
+			return
+		}
+		b.send(1, &frames.BasicConsumeOK{ConsumerTag: "c"})
+		then(b, server)
 	}}
-	defer connector.Wait()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	t.Cleanup(connector.Wait)
 	conn, err := Connect(ctx, connector, Config{Recovery: Recovery{Disabled: true}, Heartbeat: -1})
 	require.NoError(t, err)
 	ch, err := conn.Channel(ctx)
 	require.NoError(t, err)
 	cons, err := ch.Consume(ctx, "q", ConsumeOptions{NoAck: true, ConsumerTag: "c"})
 	require.NoError(t, err)
-	d := receive(t, ctx, cons)
-	require.Error(t, d.HeaderErr, "the headers could not be decoded")
-	require.Equal(t, body, d.Body)
-	require.True(t, conn.IsAlive())
-	require.NoError(t, conn.Close(ctx))
+	return conn, cons
 }

@@ -12,6 +12,7 @@ package testenv
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"time"
@@ -60,4 +61,29 @@ func Say(line string) {
 		return
 	}
 	fmt.Fprintln(os.Stderr, line)
+}
+
+// CaptureStdout runs fn with os.Stdout going to a pipe and returns what
+// it wrote: for tests that check what an example prints. Not for
+// parallel tests (os.Stdout is the process's).
+func CaptureStdout(fn func()) (string, error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return "", err
+	}
+	saved := os.Stdout
+	os.Stdout = w
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(r)
+		got <- b
+	}()
+	defer func() { os.Stdout = saved }()
+	fn()
+	os.Stdout = saved
+	if err := w.Close(); err != nil {
+		return "", err
+	}
+	out := <-got
+	return string(out), r.Close()
 }

@@ -2,7 +2,6 @@ package statemachine_test
 
 import (
 	"flag"
-	"io"
 	"os"
 	"testing"
 
@@ -29,20 +28,8 @@ func TestMain(m *testing.M) {
 // checks what it prints (the example carries no Output comment, so that
 // go test without a broker compiles it without running it).
 func TestBrokerExampleEventLoop(t *testing.T) {
-	r, w, err := os.Pipe()
+	got, err := testenv.CaptureStdout(Example_eventLoop)
 	require.NoError(t, err)
-	saved := os.Stdout
-	os.Stdout = w
-	got := make(chan string, 1)
-	go func() {
-		b, _ := io.ReadAll(r)
-		got <- string(b)
-	}()
-	defer func() { os.Stdout = saved }()
-	Example_eventLoop()
-	os.Stdout = saved
-	require.NoError(t, w.Close())
 	require.Equal(t, "channel open\nqueue declared\npublish 1 (hello) acked: true\n"+
-		"got \"hello, sans-IO\" (text/plain)\nqueue deleted\nclosed, error: <nil>\n", <-got)
-	require.NoError(t, r.Close())
+		"got \"hello, sans-IO\" (text/plain)\nqueue deleted\nclosed, error: <nil>\n", got)
 }
