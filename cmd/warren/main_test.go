@@ -225,7 +225,7 @@ func TestPublishGetRoundTripsPropertiesAndHeaders(t *testing.T) {
 		`"tags":["a",{"type":"l","value":"1"},true,null],"nested":{"k":"v","deeper":{"x":false}},`+
 		`"typed":{"type":"F","value":{"type":"kept"}},"when":{"type":"T","value":"2024-05-06T07:08:09Z"},`+
 		`"price":{"type":"D","scale":2,"value":314},"raw":{"type":"x","base64":"AAEC/w=="},"small":{"type":"b","value":-5},`+
-		`"u8":{"type":"B","value":255},"i16":{"type":"s","value":-300},"u16":{"type":"u","value":65535},"i32":-7,`+
+		`"u8":{"type":"B","value":255},"i16":{"type":"s","value":-300},"u16":{"type":"u","value":65535},"i32":{"type":"I","value":-7},`+
 		`"u32":{"type":"i","value":4294967295},"L":{"type":"L","value":"-3"},"f32":{"type":"f","value":0.1},`+
 		`"latin1":{"type":"S","base64":"/w=="},"nothing":null,"from":"cli"}`, r.stdout[start:end])
 
