@@ -177,6 +177,11 @@ func Timestamp(t time.Time) Value {
 	return Value{kind: KindTimestamp, n: uint64(sec)}
 }
 
+// TimestampUnix returns a 'T' value of sec seconds since the epoch: the
+// whole unsigned 64-bit range the wire holds, past what time.Time can
+// say.
+func TimestampUnix(sec uint64) Value { return Value{kind: KindTimestamp, n: sec} }
+
 // TableValue returns an 'F' (nested table) value.
 func TableValue(t Table) Value { return Value{kind: KindTable, ref: t} }
 

@@ -475,11 +475,11 @@ func jsonTyped(k byte, n jnode, path string) (proto.Value, error) {
 				return proto.Timestamp(t), nil
 			}
 		}
-		sec, err := strconv.ParseInt(val.s, 10, 64)
-		if err != nil || sec < 0 {
+		sec, err := strconv.ParseUint(val.s, 10, 64) // the wire's whole range, as the output writes it
+		if err != nil {
 			return proto.Value{}, errors.New(`"value" must be an RFC 3339 time or non-negative Unix seconds`)
 		}
-		return proto.Timestamp(time.Unix(sec, 0)), nil
+		return proto.TimestampUnix(sec), nil
 	case 'A':
 		if !hasVal || val.kind != 'a' {
 			return proto.Value{}, errors.New(`"value" must be an array`)
