@@ -3,7 +3,6 @@ package warren
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -20,14 +19,7 @@ import (
 // TestMain skips the tests that need RabbitMQ (TestBroker…, the
 // examples) when none is running, after saying so in one line.
 func TestMain(m *testing.M) {
-	if !testenv.Check("warren", brokerAddr()) {
-		flag.Parse()
-		skip := "^(TestBroker|Example)"
-		if s := flag.Lookup("test.skip").Value.String(); s != "" {
-			skip += "|" + s
-		}
-		_ = flag.Set("test.skip", skip)
-	}
+	testenv.SkipWithoutBroker("warren", brokerAddr(), "^(TestBroker|Example)")
 	goleak.VerifyTestMain(m)
 }
 

@@ -1,7 +1,6 @@
 package warren
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -11,25 +10,9 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/warren-amqp/warren/internal/testenv"
 )
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // Acking a delivery from an incarnation of the channel that has since
 // closed fails without sending anything: its tag would name another
@@ -219,7 +202,7 @@ func TestBrokerSlowListenersDoNotStallReader(t *testing.T) {
 func TestBrokerUnhandledReturnIsLogged(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var logs syncBuffer
+	var logs testenv.Buffer
 	c := dialTest(t, Config{Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	ch, err := c.Channel(ctx)
 	require.NoError(t, err)

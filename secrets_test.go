@@ -1,7 +1,6 @@
 package warren
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -13,6 +12,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/warren-amqp/warren/internal/testenv"
 
 	wtls "github.com/warren-amqp/warren/transport/tls"
 )
@@ -50,13 +51,8 @@ func TestBrokerSecretsNeverShown(t *testing.T) {
 	note("Redacted", u.Redacted())
 
 	// Errors: a refused login (the broker's 403), and a dial that fails.
-	var logs bytes.Buffer
-	var logMu sync.Mutex
-	logger := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
-		logMu.Lock()
-		defer logMu.Unlock()
-		return logs.Write(p)
-	}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var logs testenv.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	trace := func(_ Direction, _ uint16, frame string) { note("trace", frame) }
 	wrong := "amqp://guest:" + secret + "@" + brokerAddr() + "/"
 	_, err = DialWith(ctx, wrong, DialOptions{Config: Config{Logger: logger, Trace: trace, Recovery: Recovery{Disabled: true}}})
@@ -74,9 +70,7 @@ func TestBrokerSecretsNeverShown(t *testing.T) {
 	require.NoError(t, err)
 	note("connection", fmt.Sprintf("%v %+v", c.Address(), c.Tuning()))
 	require.NoError(t, c.Close(ctx))
-	logMu.Lock()
 	note("logs", logs.String())
-	logMu.Unlock()
 
 	mu.Lock()
 	defer mu.Unlock()
@@ -98,8 +92,3 @@ func TestBrokerSecretsNeverShown(t *testing.T) {
 	require.NotEqual(t, "verify_none", su.Verify, "an amqps URI verifies unless verify=verify_none")
 	require.False(t, strings.Contains(su.String(), secret))
 }
-
-// writerFunc adapts a function to io.Writer.
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

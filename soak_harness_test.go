@@ -44,16 +44,7 @@ func durableQueue(t *testing.T, ctx context.Context, uri, name string, args prot
 	_, err := ch.QueueDeclare(ctx, name, QueueOptions{Durable: true, Arguments: args})
 	require.NoError(t, err)
 	require.NoError(t, c.Close(ctx))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if dc, err := DialWith(ctx, uri, DialOptions{Config: Config{Recovery: Recovery{Disabled: true}}}); err == nil {
-			if ch, err := dc.Channel(ctx); err == nil {
-				_, _ = ch.QueueDelete(ctx, name, QueueDeleteOptions{})
-			}
-			_ = dc.Close(ctx)
-		}
-	})
+	deleteQueueAfter(t, name) // through the default node, up for the whole test
 }
 
 // soakFault is one fault, given the run's names.

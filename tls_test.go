@@ -1,7 +1,6 @@
 package warren
 
 import (
-	"bytes"
 	"context"
 	cryptotls "crypto/tls"
 	"crypto/x509"
@@ -18,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/warren-amqp/warren/internal/testcerts"
+	"github.com/warren-amqp/warren/internal/testenv"
 )
 
 // tlsFrontend terminates TLS in front of the broker's plain port, as a
@@ -61,28 +61,9 @@ func tlsFrontend(t *testing.T, cert cryptotls.Certificate, sent io.Writer) strin
 	return ln.Addr().String()
 }
 
-// lockedBuffer is a bytes.Buffer safe for concurrent writers.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// Bytes returns a copy of what was written so far.
-func (l *lockedBuffer) Bytes() []byte {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return bytes.Clone(l.b.Bytes())
-}
-
 func TestBrokerTLS(t *testing.T) {
 	ca := testcerts.NewCA(t, "warren test CA")
-	sent := &lockedBuffer{}
+	sent := &testenv.Buffer{}
 	addr := tlsFrontend(t, ca.Issue(t, "localhost", x509.ExtKeyUsageServerAuth), sent)
 	_, port, _ := net.SplitHostPort(addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -16,29 +15,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/warren-amqp/warren"
+	"github.com/warren-amqp/warren/internal/testenv"
 )
-
-// syncBuffer is a bytes.Buffer a test reads while warren writes it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // running is warren running in the background.
 type running struct {
-	stdout, stderr syncBuffer
+	stdout, stderr testenv.Buffer
 	done           chan int // the exit code
 }
 

@@ -11,10 +11,13 @@
 package testenv
 
 import (
+	"bytes"
+	"flag"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"sync"
 	"time"
 )
 
@@ -86,4 +89,46 @@ func CaptureStdout(fn func()) (string, error) {
 	}
 	out := <-got
 	return string(out), r.Close()
+}
+
+// SkipWithoutBroker runs in a TestMain: when no broker answers at addr
+// (see Check), the tests matching pattern are skipped (added to -skip),
+// after the one line Check prints.
+func SkipWithoutBroker(pkg, addr, pattern string) {
+	if Check(pkg, addr) {
+		return
+	}
+	flag.Parse()
+	if s := flag.Lookup("test.skip").Value.String(); s != "" {
+		pattern += "|" + s
+	}
+	_ = flag.Set("test.skip", pattern)
+}
+
+// Buffer is a bytes.Buffer that a test and the goroutines writing to it
+// (a logger, a command's output, a proxy) may share.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+// String returns what was written so far.
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// Bytes returns a copy of what was written so far.
+func (b *Buffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.b.Bytes())
 }

@@ -1,7 +1,6 @@
 package statemachine_test
 
 import (
-	"flag"
 	"os"
 	"testing"
 
@@ -13,14 +12,7 @@ import (
 // TestMain skips the test that runs the example against RabbitMQ when
 // none is running, after saying so in one line.
 func TestMain(m *testing.M) {
-	if !testenv.Check("proto/statemachine", brokerAddr()) {
-		flag.Parse()
-		skip := "^TestBrokerExampleEventLoop$"
-		if s := flag.Lookup("test.skip").Value.String(); s != "" {
-			skip += "|" + s
-		}
-		_ = flag.Set("test.skip", skip)
-	}
+	testenv.SkipWithoutBroker("proto/statemachine", brokerAddr(), "^TestBrokerExampleEventLoop$")
 	os.Exit(m.Run())
 }
 
