@@ -45,7 +45,10 @@ func (ch *Channel) delivery(m *statemachine.Message) Delivery {
 		ch:          ch,
 		ConsumerTag: m.ConsumerTag, DeliveryTag: ch.tagOffset + m.DeliveryTag, Redelivered: m.Redelivered,
 		Exchange: m.Exchange, RoutingKey: m.RoutingKey, MessageCount: m.MessageCount,
-		Body: c.copyBody(m.Body),
+		Body: m.Body,
+	}
+	if !m.BodyOwned { // else the core has let go of it
+		d.Body = c.copyBody(m.Body)
 	}
 	d.Properties, d.HeaderErr = m.Properties.PropertiesWith(c.intern)
 	if d.HeaderErr != nil { // keep what decoded: everything but the headers

@@ -75,6 +75,27 @@ func TestHostileBroker(t *testing.T) {
 		{"truncated method arguments", func(t *testing.T) []byte {
 			return hostileFrame(1, 1, []byte{0, 60, 0, 60, 0}, 0xCE)
 		}, proto.SyntaxError},
+		// Who may send what, and where.
+		{"a channel's method on channel 0", func(t *testing.T) []byte {
+			return hostileMethod(t, 0, &frames.BasicDeliver{ConsumerTag: "c", DeliveryTag: 1})
+		}, proto.CommandInvalid},
+		{"channel.flow on channel 0", func(t *testing.T) []byte { return hostileMethod(t, 0, &frames.ChannelFlow{Active: true}) }, proto.CommandInvalid},
+		{"a method on a channel never opened", func(t *testing.T) []byte { return hostileMethod(t, 9, &frames.ChannelOpenOK{}) }, proto.ChannelNotOpen},
+		{"connection.start after open", func(t *testing.T) []byte {
+			return hostileMethod(t, 0, &frames.ConnectionStart{VersionMinor: 9})
+		}, proto.CommandInvalid},
+		{"connection.tune after open", func(t *testing.T) []byte { return hostileMethod(t, 0, &frames.ConnectionTune{ChannelMax: 1}) }, proto.CommandInvalid},
+		{"connection.close-ok never asked for", func(t *testing.T) []byte { return hostileMethod(t, 0, &frames.ConnectionCloseOK{}) }, proto.CommandInvalid},
+		{"channel.open-ok for an open channel", func(t *testing.T) []byte { return hostileMethod(t, 1, &frames.ChannelOpenOK{}) }, proto.CommandInvalid},
+		{"channel.close-ok never asked for", func(t *testing.T) []byte { return hostileMethod(t, 1, &frames.ChannelCloseOK{}) }, proto.CommandInvalid},
+		{"a reply to no request", func(t *testing.T) []byte { return hostileMethod(t, 1, &frames.BasicQosOK{}) }, proto.CommandInvalid},
+		{"consume-ok for a consume never sent", func(t *testing.T) []byte {
+			return hostileMethod(t, 1, &frames.BasicConsumeOK{ConsumerTag: "zz"})
+		}, proto.CommandInvalid},
+		{"get-ok without a get", func(t *testing.T) []byte { return hostileMethod(t, 1, &frames.BasicGetOK{DeliveryTag: 5}) }, proto.CommandInvalid},
+		{"basic.ack on a channel not in confirm mode", func(t *testing.T) []byte {
+			return hostileMethod(t, 1, &frames.BasicAck{DeliveryTag: 5})
+		}, proto.CommandInvalid},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -167,28 +188,52 @@ func TestHostileBrokerDeepHeaders(t *testing.T) {
 }
 
 // hostileConsumer connects to a scripted broker that completes the
-// handshake, opens channel 1 and answers a basic.consume for consumer
-// "c", then hands over to then; it returns the connection and its
-// consumer.
+// handshake, opens channel 1 and answers a basic.consume for no-ack
+// consumer "c", then hands over to then; it returns the connection and
+// its consumer.
 func hostileConsumer(t *testing.T, ctx context.Context, then func(b *scriptedBroker, server *netpipe.Conn)) (*Connection, *Consumer) {
+	t.Helper()
+	return hostileConsumerWith(t, ctx, Config{}, true, then)
+}
+
+// hostileConsumerWith is hostileConsumer with a Config (recovery and
+// heartbeats are turned off) and a choice of acknowledgement mode.
+func hostileConsumerWith(t *testing.T, ctx context.Context, cfg Config, noAck bool, then func(b *scriptedBroker, server *netpipe.Conn)) (*Connection, *Consumer) {
 	t.Helper()
 	connector := &netpipe.Connector{Serve: func(n int, server *netpipe.Conn) {
 		b := newScripted(t, server)
 		if b.handshake(0) != nil || b.answerChannel(false) != nil {
 			return
 		}
-		if _, _, err := b.readMethod(); err != nil { // basic.consume
-			return
+		for {
+			m, _, err := b.readMethod()
+			if err != nil {
+				return
+			}
+			if _, ok := m.(*frames.BasicQos); ok {
+				b.send(1, &frames.BasicQosOK{})
+				continue
+			}
+			if _, ok := m.(*frames.BasicConsume); ok {
+				break
+			}
 		}
 		b.send(1, &frames.BasicConsumeOK{ConsumerTag: "c"})
 		then(b, server)
 	}}
 	t.Cleanup(connector.Wait)
-	conn, err := Connect(ctx, connector, Config{Recovery: Recovery{Disabled: true}, Heartbeat: -1})
+	cfg.Recovery = Recovery{Disabled: true}
+	cfg.Heartbeat = -1
+	conn, err := Connect(ctx, connector, cfg)
 	require.NoError(t, err)
+	t.Cleanup(func() { // before connector.Wait: the server's goroutine ends with the stream
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = conn.Close(ctx)
+	})
 	ch, err := conn.Channel(ctx)
 	require.NoError(t, err)
-	cons, err := ch.Consume(ctx, "q", ConsumeOptions{NoAck: true, ConsumerTag: "c"})
+	cons, err := ch.Consume(ctx, "q", ConsumeOptions{NoAck: noAck, ConsumerTag: "c"})
 	require.NoError(t, err)
 	return conn, cons
 }

@@ -118,7 +118,7 @@ func (d *Driver) readLocked() (queued bool) {
 	case n > 0:
 		_ = d.m.Adopt(buf[:n])
 	case !partial && buf != nil:
-		d.pool.put(buf)
+		d.pool.putRead(buf)
 	}
 	if err != nil {
 		d.log.Debug("amqp read ended", "error", err)
@@ -126,7 +126,7 @@ func (d *Driver) readLocked() (queued bool) {
 	}
 	queued = d.drainLocked()
 	if b := d.m.ReleaseInput(); b != nil {
-		d.pool.put(b)
+		d.pool.putRead(b)
 	}
 	return queued
 }

@@ -66,7 +66,7 @@ type plainSocket struct {
 
 func (s *plainSocket) read(buf []byte) ([]byte, int, error) {
 	if buf == nil {
-		buf = s.pool.get()
+		buf = s.pool.getRead()
 	}
 	n, err := s.nc.Read(buf)
 	return buf, n, err
@@ -91,12 +91,26 @@ func (s *pipeSocket) fast() bool                     { return true }
 // them, so that a quiet connection holds none: the garbage collector
 // empties a sync.Pool. Each driver has its own. Only buffers of exactly
 // poolBufSize bytes are pooled, as array pointers, so that get and put do
-// not allocate; a larger buffer (a frame or a burst bigger than that) is
-// left to the garbage collector.
-type bufPool struct{ p sync.Pool }
+// not allocate.
+//
+// Frames larger than a pooled buffer (a body frame near the default
+// frame_max of 128 KiB) complete in a buffer the core grows, so the input
+// side keeps one more: the largest such buffer the core gave back (up to
+// maxKeptRead), which the next reads take first. A stream of large frames
+// is then read without allocating; the driver drops the buffer when the
+// connection goes quiet (dropRead).
+type bufPool struct {
+	p sync.Pool
+
+	mu  sync.Mutex
+	big []byte // an input buffer larger than poolBufSize, or nil
+}
 
 // poolBufSize is the size of a pooled buffer: one socket read.
 const poolBufSize = 64 << 10
+
+// maxKeptRead bounds the input buffer the pool keeps beyond poolBufSize.
+const maxKeptRead = 4 << 20
 
 // get returns a buffer of poolBufSize bytes.
 func (p *bufPool) get() []byte {
@@ -113,4 +127,39 @@ func (p *bufPool) put(b []byte) {
 		return
 	}
 	p.p.Put((*[poolBufSize]byte)(b[:poolBufSize]))
+}
+
+// getRead returns a buffer to read input into: the kept large one if
+// there is one, else a pooled one.
+func (p *bufPool) getRead() []byte {
+	p.mu.Lock()
+	b := p.big
+	p.big = nil
+	p.mu.Unlock()
+	if b != nil {
+		return b[:cap(b)]
+	}
+	return p.get()
+}
+
+// putRead gives back an input buffer: a pooled size goes to the pool, a
+// larger one (up to maxKeptRead) is kept for the next read if it is the
+// largest seen; b must not be used afterwards.
+func (p *bufPool) putRead(b []byte) {
+	if cap(b) <= poolBufSize || cap(b) > maxKeptRead {
+		p.put(b)
+		return
+	}
+	p.mu.Lock()
+	if cap(b) > cap(p.big) {
+		p.big = b[:0]
+	}
+	p.mu.Unlock()
+}
+
+// dropRead forgets the kept large input buffer (a quiet connection).
+func (p *bufPool) dropRead() {
+	p.mu.Lock()
+	p.big = nil
+	p.mu.Unlock()
 }

@@ -88,7 +88,7 @@ func (s *rawSocket) tryWrite(p []byte) (int, error) {
 
 func (s *rawSocket) readFD(fd uintptr) bool {
 	if s.rp == nil {
-		s.rp, s.pooled = s.pool.get(), true
+		s.rp, s.pooled = s.pool.getRead(), true
 	}
 	for {
 		n, err := sysRead(fd, s.rp)
@@ -97,7 +97,7 @@ func (s *rawSocket) readFD(fd uintptr) bool {
 			continue
 		case err == syscall.EAGAIN:
 			if s.pooled { // wait without holding a buffer
-				s.pool.put(s.rp)
+				s.pool.putRead(s.rp)
 				s.rp, s.pooled = nil, false
 			}
 			return false // nothing yet: the poller waits, then calls again

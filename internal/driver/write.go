@@ -216,6 +216,7 @@ func (d *Driver) onIdle() {
 		}
 	}
 	d.m.Trim()
+	d.pool.dropRead()
 }
 
 // unlockWrite releases mu, writing what the core has queued from the

@@ -702,11 +702,25 @@ func (c *Conn) handleBody(ch *channel, f frames.Frame) {
 		c.completeContent(ch, f.Payload) // the whole body in one frame: no copy
 		return
 	}
+	if need := uint64(len(a.bodyBuf)) + n; need > uint64(cap(a.bodyBuf)) {
+		// Double, up to the announced size: the buffer never holds more
+		// than twice what has arrived (a peer that announces a large body
+		// and stalls costs what it sent), and a body of B bytes costs at
+		// most 2B in allocations (append's gentler growth of large slices
+		// costs about 5B).
+		grown := make([]byte, len(a.bodyBuf), min(max(2*uint64(cap(a.bodyBuf)), need), a.msg.BodySize))
+		copy(grown, a.bodyBuf)
+		a.bodyBuf = grown
+	}
 	a.bodyBuf = append(a.bodyBuf, f.Payload...)
 	if a.remain == 0 {
 		c.completeContent(ch, a.bodyBuf)
 	}
 }
+
+// keepBodyBufMax is the largest body buffer a channel keeps for the next
+// message; a larger one is handed over with its message (BodyOwned).
+const keepBodyBufMax = 1 << 20
 
 func (c *Conn) completeContent(ch *channel, body []byte) {
 	a := ch.asm
@@ -715,6 +729,10 @@ func (c *Conn) completeContent(ch *channel, body []byte) {
 		return
 	}
 	a.msg.Body = body
+	// A large assembled body is not kept for the next message: it goes
+	// with this one, and the caller need not copy it.
+	handoff := len(a.bodyBuf) > 0 && cap(a.bodyBuf) > keepBodyBufMax
+	a.msg.BodyOwned = handoff
 	switch a.kind {
 	case EventDelivery:
 		c.events.push(Event{Kind: EventDelivery, Channel: ch.id, Message: a.msg})
@@ -743,9 +761,9 @@ func (c *Conn) completeContent(ch *channel, body []byte) {
 	}
 	// Keep no view of the body: a single-frame body aliases the input
 	// buffer, which ReleaseInput may hand back to the caller.
-	a.msg.Body = nil
-	if cap(a.bodyBuf) > 1<<20 {
-		a.bodyBuf = nil // the event keeps its body; do not keep a large buffer
+	a.msg.Body, a.msg.BodyOwned = nil, false
+	if handoff {
+		a.bodyBuf = nil
 	}
 }
 

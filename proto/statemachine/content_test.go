@@ -384,3 +384,45 @@ func TestGet(t *testing.T) {
 		tc.wantIdle()
 	})
 }
+
+// A body assembled from several frames is grown by doubling up to its
+// announced size: the buffer never holds more than twice what has
+// arrived, and a body over keepBodyBufMax goes with its event
+// (BodyOwned), so that the caller keeps it without a copy; a smaller one
+// stays the channel's for the next message.
+func TestBodyAssemblyGrowth(t *testing.T) {
+	tc := newOpenConn(t, testConfig(), 0)
+	tc.openChannel(1)
+	tc.consume(1, "c", true)
+	chunk := 4096 - 8
+
+	// A large announcement that stalls costs what arrived.
+	tc.writeMethod(1, &frames.BasicDeliver{ConsumerTag: "c", DeliveryTag: 1})
+	tc.writeRaw(headerFrame(t, 1, 100<<20, nil))
+	for range 3 {
+		tc.writeFrame(frames.FrameBody, 1, bodyOf(chunk))
+	}
+	a := tc.conn.channels[1].asm
+	require.LessOrEqual(t, cap(a.bodyBuf), 2*3*chunk, "at most twice what arrived")
+	tc.writeEOF()
+
+	for _, tt := range []struct {
+		size  int
+		owned bool
+	}{{keepBodyBufMax / 2, false}, {3 * keepBodyBufMax, true}} {
+		tc := newOpenConn(t, testConfig(), 0)
+		tc.openChannel(1)
+		tc.consume(1, "c", true)
+		body := bodyOf(tt.size)
+		tc.writeContentFrames(1, &frames.BasicDeliver{ConsumerTag: "c", DeliveryTag: 1}, nil, body, chunk)
+		e := tc.wantEvent(EventDelivery)
+		require.Equal(t, body, e.Message.Body)
+		require.Equal(t, tt.owned, e.Message.BodyOwned, "size %d", tt.size)
+		kept := tc.conn.channels[1].asm.bodyBuf
+		if tt.owned {
+			require.Nil(t, kept, "handed over, not kept")
+		} else {
+			require.Equal(t, tt.size, cap(kept), "kept for the next message, grown to exactly the announced size")
+		}
+	}
+}

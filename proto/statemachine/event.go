@@ -112,7 +112,8 @@ func (k EventKind) String() string {
 // Message is the content of a delivery, return or get-ok and the fields of
 // the method that carried it. Properties and Body alias the machine's
 // buffers: they are valid until the next Feed, Adopt, NextEvent or
-// HandleTimeout call. Copy what you keep.
+// HandleTimeout call. Copy what you keep (a Body with BodyOwned set is
+// yours to keep as it is).
 type Message struct {
 	ConsumerTag  string          // deliver
 	DeliveryTag  uint64          // deliver, get-ok
@@ -127,6 +128,10 @@ type Message struct {
 	BodySize     uint64          // as announced by the content header
 	Properties   proto.PropertiesView
 	Body         []byte
+	// BodyOwned is set when the machine has let go of Body (a body over
+	// 1 MiB assembled from several frames): the caller may keep it
+	// without copying. Otherwise Body aliases the machine's buffers.
+	BodyOwned bool
 }
 
 // Event is one thing that happened, returned by Conn.NextEvent. Kind says
