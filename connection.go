@@ -497,7 +497,9 @@ func (c *Connection) Blocked() bool {
 // Close closes the connection cleanly: connection.close, then the
 // broker's close-ok. It returns when the connection has closed or ctx
 // ends (then the socket is closed at once, and Close returns ctx's
-// error). Either way the connection's goroutines have ended. Closing a
+// error; a broker that never answers close-ok is given 10 s, and then
+// Close returns an error wrapping ErrCloseTimeout). Either way the
+// connection is closed and its goroutines have ended. Closing a
 // connection that has already closed returns nil: Err tells why it had
 // closed.
 //

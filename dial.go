@@ -227,7 +227,9 @@ func authFromURI(u URI) []Authenticator {
 // The connection recovers from losses by dialling connector again (see
 // Recovery).
 func Connect(ctx context.Context, connector Connector, cfg Config) (*Connection, error) {
-	return connect(ctx, cfg, []endpoint{{connector: connector, uri: settingsOf(cfg)}}, false)
+	// The endpoint keeps the defaults (guest's credentials when Auth is
+	// empty): every recovery dials with them.
+	return connect(ctx, cfg, []endpoint{{connector: connector, uri: settingsOf(withDefaults(cfg))}}, false)
 }
 
 // Connector returns the Connector the connection's current stream was

@@ -44,6 +44,14 @@ var (
 	ErrConnectionLost = statemachine.ErrConnectionLost
 	// ErrHeartbeatTimeout reports a broker that went silent.
 	ErrHeartbeatTimeout = statemachine.ErrHeartbeatTimeout
+	// ErrHandshakeTimeout reports a broker that did not complete the
+	// handshake (connection.start to open-ok) in time: the context's
+	// deadline, else 30 s.
+	ErrHandshakeTimeout = statemachine.ErrHandshakeTimeout
+	// ErrCloseTimeout reports a close handshake the broker never finished
+	// (no close-ok within 10 s, or the context's deadline); the connection
+	// is closed all the same.
+	ErrCloseTimeout = statemachine.ErrCloseTimeout
 	// ErrMessageTooLarge fails a Get whose message is larger than
 	// Config.MaxMessageSize (the message was rejected without requeue).
 	ErrMessageTooLarge = statemachine.ErrMessageTooLarge
@@ -83,11 +91,19 @@ var (
 
 // IsRecoverable reports whether retrying may cure err: AMQP errors that
 // py-amqp classes as recoverable (see proto.ReplyCode.Recoverable), and
-// network failures (a lost connection, a missed heartbeat, a reset), for
-// which a new connection may succeed.
+// network failures (a lost connection, a missed heartbeat, a reset), and
+// a connection Warren closed because the broker's bytes broke the
+// protocol (a ConnectionError with Origin ByLocal: a corrupted stream),
+// for which a new connection may succeed.
 func IsRecoverable(err error) bool {
 	if err == nil {
 		return false
+	}
+	var ce *proto.ConnectionError
+	if errors.As(err, &ce) && ce.Origin == proto.ByLocal {
+		// The broker (or something between) broke the protocol: the
+		// byte stream is unusable, a fresh connection may be fine.
+		return true
 	}
 	var ae proto.Error
 	if errors.As(err, &ae) {

@@ -63,9 +63,10 @@ type Recovery struct {
 	AttemptTimeout time.Duration
 	// Recoverable decides which losses start a recovery. Default:
 	// network errors and a missed heartbeat, a broker close with a
-	// recoverable code (320 CONNECTION_FORCED, 506 RESOURCE_ERROR), and a
-	// 530 answering our own update-secret (ErrSecretRefused); see
-	// IsRecoverable. The application's own Close never recovers.
+	// recoverable code (320 CONNECTION_FORCED, 506 RESOURCE_ERROR), a
+	// connection Warren closed because the broker broke the protocol
+	// (Origin ByLocal), and a 530 answering our own update-secret
+	// (ErrSecretRefused); see IsRecoverable. The application's own Close never recovers.
 	Recoverable func(error) bool
 	// FailFast makes calls made during a recovery fail at once with
 	// ErrRecovering instead of waiting for it.
@@ -124,7 +125,8 @@ const (
 	// after the loss; Renamed and NotRestored tell what changed.
 	RecoveryRecovered
 	// RecoveryGaveUp: the attempts ran out or Close stopped the recovery;
-	// the connection has ended (Err: why).
+	// the connection has ended (Err: why, wrapping ErrGaveUp, or ErrClosed
+	// when Close stopped it).
 	RecoveryGaveUp
 )
 
@@ -330,6 +332,10 @@ func (c *Connection) postRecoveryLocked(e RecoveryEvent) {
 			c.log.Warn("amqp recovery could not restore", "entity", f.What, "error", f.Err)
 		}
 	case RecoveryGaveUp:
+		if errors.Is(e.Err, ErrClosed) {
+			c.log.Info("amqp recovery stopped by Close", "attempts", e.Attempt)
+			break
+		}
 		c.log.Error("amqp recovery gave up", "attempts", e.Attempt, "error", e.Err)
 	}
 }
@@ -430,13 +436,11 @@ func (c *Connection) finishRecovery(d *driver.Driver, ep *endpoint, rep restoreR
 // stopped (err nil): the connection ends for good. No driver runs.
 func (c *Connection) giveUp(err error, attempts int) {
 	c.mu.Lock()
-	if err != nil {
-		c.postRecoveryLocked(RecoveryEvent{Kind: RecoveryGaveUp, Err: err, Attempt: attempts, Downtime: time.Since(time.Unix(0, c.lostAt))})
-	}
 	ended := err
 	if ended == nil {
 		ended = ErrClosed
 	}
+	c.postRecoveryLocked(RecoveryEvent{Kind: RecoveryGaveUp, Err: ended, Attempt: attempts, Downtime: time.Since(time.Unix(0, c.lostAt))})
 	for ch := range c.between {
 		for tag, cons := range ch.consumers {
 			ch.dropConsumerLocked(tag)

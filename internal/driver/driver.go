@@ -2,6 +2,7 @@ package driver
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"sync"
@@ -256,16 +257,24 @@ func (d *Driver) NetConn() net.Conn { return d.nc }
 // the handshake it abandons the connection) and waits until the
 // connection has closed or ctx ends, in which case it closes the socket
 // at once. Either way the driver's goroutines have ended when it returns.
-// It returns ctx's error if ctx ended first, else nil.
+// It returns ctx's error if ctx ended first, an error wrapping
+// statemachine.ErrCloseTimeout if the broker never answered close-ok
+// within the core's CloseTimeout after this call began the close, else
+// nil.
 func (d *Driver) Close(ctx context.Context, reply proto.Reply) error {
 	d.markDying()
 	d.mu.Lock()
-	_ = d.m.Close(reply) // an error means it is closing or closed already
+	started := d.m.Close(reply) == nil // else it is closing or closed already
 	d.unlockPoke()
 	d.kick()
 	var err error
 	select {
 	case <-d.done:
+		d.mu.Lock()
+		if e := d.m.Err(); started && errors.Is(e, statemachine.ErrCloseTimeout) {
+			err = e // closed, but the broker never said close-ok
+		}
+		d.mu.Unlock()
 	case <-ctx.Done():
 		err = ctx.Err()
 		_ = d.sock.close()
