@@ -19,8 +19,8 @@ import (
 const defaultURL = "amqp://guest:guest@localhost:5672/"
 
 const (
-	dialTimeout  = 15 * time.Second
-	closeTimeout = 5 * time.Second
+	defaultConnectTimeout = 15 * time.Second
+	closeTimeout          = 5 * time.Second
 )
 
 // exitError is an error with its exit code. A silent one has already been
@@ -74,6 +74,7 @@ func newFlags(e *env, synopsis, about string) *cmdFlags {
 	fs.Usage = func() {}
 	f := &cmdFlags{FlagSet: fs, e: e, synopsis: synopsis, about: about}
 	f.connName = fs.String("connection-name", "", "connection `name` the broker shows (default \"warren SUBCOMMAND\")")
+	fs.DurationVar(&e.connectTimeout, "connect-timeout", defaultConnectTimeout, "how long to wait for each connection: the dial and the AMQP handshake")
 	fs.DurationVar(&e.rpcTimeout, "rpc-timeout", 30*time.Second, "how long to wait for the broker to answer each request (channel.open, queue.declare, …),\nto take each publish, and to close the connection")
 	fs.Var(&f.urls, "url", "broker `URI` (default: $AMQP_URL, else "+defaultURL+");\nrepeat it for a cluster's nodes: tried in order, and again on every recovery")
 	return f
@@ -99,6 +100,9 @@ func (f *cmdFlags) parse(args []string) ([]string, error) {
 		}
 		if f.e.rpcTimeout <= 0 {
 			return nil, usageErrorf("--rpc-timeout must be positive")
+		}
+		if f.e.connectTimeout <= 0 {
+			return nil, usageErrorf("--connect-timeout must be positive")
 		}
 		rest := f.Args()
 		if len(rest) == 0 {
@@ -188,10 +192,9 @@ func (f *cmdFlags) dial(cfg warren.Config) (*warren.Connection, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(stderrLog{f.e})
 	}
-	ctx, cancel := context.WithTimeout(f.e.ctx, dialTimeout)
-	defer cancel()
+	ctx, done := f.e.rpcWithin("the connection handshake", f.e.connectTimeout)
 	conn, err := warren.DialAny(ctx, urls, warren.DialOptions{Config: cfg})
-	if err != nil {
+	if err = done(err); err != nil {
 		return nil, err
 	}
 	if f.e.watch != nil {
@@ -231,10 +234,22 @@ func (f *cmdFlags) dialChannel() (*warren.Connection, *warren.Channel, error) {
 
 // closeConn closes conn cleanly, bounded in time (closeTimeout, or
 // --rpc-timeout when shorter) even after an interrupt.
+//
+// A close the broker does not finish in that time (no close-ok) is
+// remembered: the command then exits 1 with a line saying so, after
+// doing its work.
 func (e *env) closeConn(conn *warren.Connection) {
-	ctx, cancel := context.WithTimeout(context.Background(), e.closeWait())
+	d := e.closeWait()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	_ = conn.Close(ctx)
+	err := conn.Close(ctx)
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, warren.ErrCloseTimeout) {
+		e.closeMu.Lock()
+		if e.closeErr == nil {
+			e.closeErr = fmt.Errorf("no answer from the broker to connection.close within %s", d)
+		}
+		e.closeMu.Unlock()
+	}
 }
 
 // closeWait bounds the close handshake.
@@ -259,7 +274,13 @@ func (e *env) rpcWithin(what string, d time.Duration) (context.Context, func(err
 	return ctx, func(err error) error {
 		timedOut := errors.Is(ctx.Err(), context.DeadlineExceeded) && e.ctx.Err() == nil
 		cancel()
-		if err != nil && timedOut && errors.Is(err, context.DeadlineExceeded) {
+		// The core's handshake timer is set from the same deadline, and
+		// may fire a hair before the context ends.
+		handshake := errors.Is(err, warren.ErrHandshakeTimeout) && e.ctx.Err() == nil
+		if err != nil && (timedOut && errors.Is(err, context.DeadlineExceeded) || handshake) {
+			if why := e.watch.recoveringWhy(); why != nil {
+				return fmt.Errorf("no answer from the broker to %s within %s: the connection is recovering (%w)", what, d, why)
+			}
 			return fmt.Errorf("no answer from the broker to %s within %s", what, d)
 		}
 		return err

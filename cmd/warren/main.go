@@ -77,9 +77,14 @@ type env struct {
 	passwords []string
 	// rpcTimeout bounds each broker round trip (--rpc-timeout).
 	rpcTimeout time.Duration
+	// connectTimeout bounds each dial and handshake (--connect-timeout).
+	connectTimeout time.Duration
 	// watch follows the recovery of the connections of consume, publish
 	// and perf; nil for the other subcommands.
 	watch *recoveryWatch
+
+	closeMu  sync.Mutex
+	closeErr error // the first close handshake that failed (closeConn)
 }
 
 // run runs the command line args (without the program name) and returns
@@ -129,6 +134,13 @@ func runCommand(ctx context.Context, c *command, args []string, stdin io.Reader,
 		}
 	}()
 	err := c.run(e, args)
+	if err == nil {
+		// The work is done, but a close the broker never finished is
+		// still a failure to report.
+		e.closeMu.Lock()
+		err = e.closeErr
+		e.closeMu.Unlock()
+	}
 	if err == nil {
 		return exitOK
 	}

@@ -34,6 +34,7 @@ type recoveryWatch struct {
 	failure    error           // why the watch ended the subcommand
 	lost       int             // losses seen
 	recovering int             // connections recovering now
+	lastErr    error           // while recovering: the loss, then each failed attempt's error
 	durations  []time.Duration // loss to recovered, in order
 	wg         sync.WaitGroup
 }
@@ -67,6 +68,12 @@ func (w *recoveryWatch) watch(name string, conn *warren.Connection) {
 	if w.timeout <= 0 {
 		return
 	}
+	// Lines name the connection, unless it is the command's only one
+	// (then errLine's "warren SUBCOMMAND:" prefix names it already).
+	label := name + ": "
+	if name == "warren "+w.e.name {
+		label = ""
+	}
 	events := conn.NotifyRecovery(make(chan warren.RecoveryEvent, 8))
 	w.wg.Add(1)
 	go func() {
@@ -94,21 +101,25 @@ func (w *recoveryWatch) watch(name string, conn *warren.Connection) {
 					lastErr = ev.Err
 					p := w.progress.Load()
 					if p == lastLoss {
-						w.fail(conn, fmt.Errorf("%s: connection lost again before any progress since it recovered: %w", name, ev.Err))
+						w.fail(conn, fmt.Errorf("%sconnection lost again before any progress since it recovered: %w", label, ev.Err))
 						continue
 					}
 					lastLoss, lostAt = p, time.Now()
 					w.mu.Lock()
 					w.lost++
 					w.recovering++
+					w.lastErr = ev.Err
 					w.mu.Unlock()
-					w.note("%s: connection lost (%v); recovering for up to %s", name, ev.Err, w.timeout)
+					w.note("%sconnection lost (%v); recovering for up to %s", label, ev.Err, w.timeout)
 					stopDeadline()
 					deadline = time.NewTimer(w.timeout)
 					expired = deadline.C
 				case warren.RecoveryRetrying:
 					if ev.Err != nil {
 						lastErr = ev.Err
+						w.mu.Lock()
+						w.lastErr = ev.Err
+						w.mu.Unlock()
 					}
 				case warren.RecoveryRecovered:
 					stopDeadline()
@@ -116,10 +127,11 @@ func (w *recoveryWatch) watch(name string, conn *warren.Connection) {
 					w.mu.Lock()
 					w.recovering--
 					w.durations = append(w.durations, d)
+					w.lastErr = nil
 					w.mu.Unlock()
-					w.note("%s: recovered after %s (%s)", name, d.Round(time.Millisecond), ev.Address)
+					w.note("%srecovered after %s (%s)", label, d.Round(time.Millisecond), ev.Address)
 					for _, nr := range ev.NotRestored {
-						w.note("%s: not restored: %v", name, nr)
+						w.note("%snot restored: %v", label, nr)
 					}
 				case warren.RecoveryGaveUp:
 					stopDeadline()
@@ -129,7 +141,7 @@ func (w *recoveryWatch) watch(name string, conn *warren.Connection) {
 				}
 			case <-expired:
 				deadline, expired = nil, nil
-				w.fail(conn, fmt.Errorf("%s: the connection did not recover within %s: %w", name, w.timeout, lastErr))
+				w.fail(conn, fmt.Errorf("%sthe connection did not recover within %s: %w", label, w.timeout, lastErr))
 			}
 		}
 	}()
@@ -146,6 +158,20 @@ func (w *recoveryWatch) fail(conn *warren.Connection, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
 	defer cancel()
 	_ = conn.Close(ctx)
+}
+
+// recoveringWhy returns, while a connection recovers, the loss or the
+// last failed attempt's error; else nil.
+func (w *recoveryWatch) recoveringWhy() error {
+	if w == nil {
+		return nil
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.recovering == 0 {
+		return nil
+	}
+	return w.lastErr
 }
 
 // note writes one line on stderr.

@@ -2,7 +2,9 @@
 // 127.0.0.1: it plays a broker's part of the handshake (PLAIN or
 // AMQPLAIN, any credentials, no heartbeats) and then answers each method
 // the client sends as a broker would, or as a script says instead: never
-// answering, or no longer reading the socket. It produces the faults a
+// answering, or no longer reading the socket. Options add faults of the
+// whole connection: a handshake never begun, every byte written slowly,
+// a close never answered, bytes of the test's choosing after open-ok. It produces the faults a
 // real broker will not, for tests of the client and the command that
 // need a socket; the protocol core's own tests script their peers
 // without one.
@@ -14,6 +16,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/warren-amqp/warren/proto"
 	"github.com/warren-amqp/warren/proto/frames"
@@ -42,6 +45,17 @@ type Options struct {
 	// BlockAfterOpen sends connection.blocked right after open-ok, and
 	// never connection.unblocked.
 	BlockAfterOpen bool
+	// SilentHandshake never sends connection.start: the server reads
+	// whatever the client sends and answers nothing.
+	SilentHandshake bool
+	// Trickle, when positive, makes the server write one byte at a time,
+	// waiting Trickle before each.
+	Trickle time.Duration
+	// IgnoreClose never answers connection.close (and goes on reading).
+	IgnoreClose bool
+	// AfterOpen is written as it is right after open-ok (and
+	// connection.blocked): a malformed frame, say.
+	AfterOpen []byte
 }
 
 // Server is a scripted AMQP server. Close stops it and every connection.
@@ -137,6 +151,10 @@ func (sc *conn) serve() error {
 	if _, err := io.ReadFull(sc.c, hdr); err != nil {
 		return err
 	}
+	if sc.opts.SilentHandshake {
+		_, err := io.Copy(io.Discard, sc.c)
+		return err
+	}
 	if err := sc.send(0, &frames.ConnectionStart{VersionMajor: 0, VersionMinor: 9, Mechanisms: "PLAIN AMQPLAIN", Locales: "en_US",
 		ServerProperties: proto.Table{{Name: "product", Value: proto.String("scripted")}}}); err != nil {
 		return err
@@ -156,6 +174,11 @@ func (sc *conn) serve() error {
 	}
 	if sc.opts.BlockAfterOpen {
 		if err := sc.send(0, &frames.ConnectionBlocked{Reason: "scripted: blocked for good"}); err != nil {
+			return err
+		}
+	}
+	if len(sc.opts.AfterOpen) > 0 {
+		if err := sc.write(sc.opts.AfterOpen); err != nil {
 			return err
 		}
 	}
@@ -191,6 +214,9 @@ func (sc *conn) answer(ch uint16, m frames.Method) error {
 	case *frames.ChannelClose:
 		reply = &frames.ChannelCloseOK{}
 	case *frames.ConnectionClose:
+		if sc.opts.IgnoreClose {
+			return nil
+		}
 		_ = sc.send(0, &frames.ConnectionCloseOK{})
 		return io.EOF
 	case *frames.BasicQos:
@@ -243,8 +269,27 @@ func (sc *conn) send(ch uint16, m frames.Method) error {
 	if err != nil {
 		return err
 	}
-	_, err = sc.c.Write(out)
-	return err
+	return sc.write(out)
+}
+
+// write writes b, a byte at a time under Trickle; it gives up when the
+// server closes.
+func (sc *conn) write(b []byte) error {
+	if sc.opts.Trickle <= 0 {
+		_, err := sc.c.Write(b)
+		return err
+	}
+	for i := range b {
+		select {
+		case <-time.After(sc.opts.Trickle):
+		case <-sc.done:
+			return errStop
+		}
+		if _, err := sc.c.Write(b[i : i+1]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // readMethod returns the next method frame's channel and method, skipping
