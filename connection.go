@@ -40,7 +40,8 @@ type Config struct {
 	Locale string
 	// MaxMessageSize bounds incoming message bodies: a larger message is
 	// skipped (and rejected without requeue if it awaits an ack) before
-	// anything that size is allocated. Zero means 128 MiB.
+	// anything that size is allocated, and logged. Zero means
+	// DefaultMaxMessageSize.
 	MaxMessageSize uint64
 	// WriteBufferLimit bounds the bytes queued for the socket; publishes
 	// wait for room (honouring their context). Default 1 MiB.
@@ -58,6 +59,13 @@ type Config struct {
 	// keep it quick and do not call back into the connection.
 	Trace func(dir Direction, channel uint16, frame string)
 }
+
+// DefaultMaxMessageSize is the largest incoming message body accepted
+// when Config.MaxMessageSize is zero: 128 MiB, RabbitMQ's own default
+// max_message_size, so that whatever the broker accepts by default
+// arrives. (The protocol core's statemachine.DefaultMaxMessageSize; this
+// is the one place the default is set.)
+const DefaultMaxMessageSize = statemachine.DefaultMaxMessageSize
 
 // Types of the protocol core that a Config and a Connection use, so that
 // a program needs only this package and proto.

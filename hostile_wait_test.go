@@ -279,8 +279,8 @@ func TestHostileOversizeBodyDefaultLimit(t *testing.T) {
 	if testing.Short() {
 		t.Skip("streams 128 MiB")
 	}
-	const limit = statemachine.DefaultMaxMessageSize
-	require.Equal(t, uint64(128<<20), uint64(limit), "the documented default (Config.MaxMessageSize)")
+	const limit = DefaultMaxMessageSize
+	require.Equal(t, uint64(128<<20), uint64(limit), "the documented default: 128 MiB")
 	var logs testenv.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
