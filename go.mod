@@ -1,6 +1,6 @@
 module github.com/warren-amqp/warren
 
-go 1.26.8
+go 1.26.0
 
 require (
 	github.com/google/gofuzz v1.2.0
