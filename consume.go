@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
+	"time"
 
 	"github.com/warren-amqp/warren/internal/driver"
 	"github.com/warren-amqp/warren/proto"
@@ -234,6 +236,64 @@ type Consumer struct {
 // or dropping. It is closed when the consumer ends; Err says why.
 func (cs *Consumer) Deliveries() <-chan Delivery { return cs.cons.deliveries }
 
+// iteratorCancelTimeout bounds the Cancel that a Messages iterator makes
+// when its context ends.
+const iteratorCancelTimeout = 10 * time.Second
+
+// Messages returns an iterator over the consumer's deliveries, for
+//
+//	for d, err := range cons.Messages(ctx) {
+//		if err != nil {
+//			return err // ctx ended, or the consumer failed
+//		}
+//		// use d, then d.Ack(false) for a manual-ack consumer
+//	}
+//
+// It yields each delivery with a nil error, in order. It ends:
+//
+//   - when ctx ends: the consumer is cancelled (basic.cancel, bounded by
+//     10 s) and the iterator yields ctx's error once. Deliveries received
+//     but not yet yielded stay unacknowledged until the channel closes,
+//     when the broker requeues them; Deliveries still hands them out.
+//   - when the consumer ends with an error (the broker cancelled it, the
+//     channel or connection closed): it yields that error (Err) once.
+//   - when the consumer was cancelled with Cancel: after the deliveries
+//     kept by the cancel, without an error.
+//
+// Breaking out of the loop leaves the consumer running: range over
+// Messages again, or Cancel it. Only one goroutine should range over a
+// consumer's messages at a time (they share one Deliveries channel).
+func (cs *Consumer) Messages(ctx context.Context) iter.Seq2[Delivery, error] {
+	return func(yield func(Delivery, error) bool) {
+		for {
+			if ctx.Err() != nil {
+				cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), iteratorCancelTimeout)
+				err := cs.Cancel(cctx)
+				cancel()
+				if err != nil && !errors.Is(err, ErrClosed) {
+					yield(Delivery{}, fmt.Errorf("%w (and cancelling the consumer: %w)", ctx.Err(), err))
+					return
+				}
+				yield(Delivery{}, ctx.Err())
+				return
+			}
+			select {
+			case d, ok := <-cs.cons.deliveries:
+				if !ok {
+					if err := cs.Err(); err != nil {
+						yield(Delivery{}, err)
+					}
+					return
+				}
+				if !yield(d, nil) {
+					return
+				}
+			case <-ctx.Done():
+			}
+		}
+	}
+}
+
 // Err returns why the consumer ended: nil after Cancel, a *ChannelError
 // naming the tag when the broker cancelled it without an OnCancel, or the
 // channel's or connection's error.
@@ -243,7 +303,12 @@ func (cs *Consumer) Err() error {
 	return cs.cons.err
 }
 
-// Consume starts a consumer on queue (basic.consume). Deliveries arrive on
+// Consume starts a consumer on queue (basic.consume). ctx bounds only the
+// request (and the basic.qos before it): once Consume returns, the
+// consumer runs until Cancel, a cancel from the broker, or the end of its
+// channel or connection, whatever becomes of ctx. To tie a consumer to a
+// context, range over Consumer.Messages(ctx): its context's end cancels
+// the consumer. Deliveries arrive on
 // the Consumer's bounded Go channel rather than through a callback: a
 // channel composes with select and contexts, keeps the user's code off the
 // connection's reader goroutine, and makes back-pressure explicit.

@@ -2,6 +2,7 @@ package warren_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"os"
@@ -223,4 +224,116 @@ func Example_stream() {
 	if err := cons.Cancel(ctx); err != nil {
 		log.Fatal(err)
 	}
+}
+
+// Ranging over a consumer's messages: the loop's context ends the
+// consumer.
+func ExampleConsumer_Messages() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := warren.Dial(ctx, brokerURL())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	q, err := ch.QueueDeclare(ctx, "", warren.QueueOptions{Exclusive: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, job := range []string{"resize", "upload", "notify"} {
+		if err := ch.Publish(ctx, "", q.Name, warren.Publishing{Body: []byte(job)}); err != nil {
+			log.Fatal(err)
+		}
+	}
+	consumer, err := ch.Consume(ctx, q.Name, warren.ConsumeOptions{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	loop, stop := context.WithCancel(ctx)
+	defer stop()
+	done := 0
+	for d, err := range consumer.Messages(loop) {
+		if errors.Is(err, context.Canceled) {
+			break // stop() below: the consumer is cancelled
+		}
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(string(d.Body))
+		if err := d.Ack(false); err != nil {
+			log.Fatal(err)
+		}
+		if done++; done == 3 {
+			stop()
+		}
+	}
+	fmt.Println("consumer ended cleanly:", consumer.Err() == nil)
+}
+
+// Request/reply over direct reply-to: a server answers the requests of
+// one queue, a client calls it.
+func ExampleRPCClient() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := warren.Dial(ctx, brokerURL())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	q, err := ch.QueueDeclare(ctx, "", warren.QueueOptions{Exclusive: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	serving, stopServing := context.WithCancel(ctx)
+	defer stopServing()
+	go warren.ServeRPC(serving, ch, q.Name, func(ctx context.Context, req warren.Delivery) (warren.Publishing, error) {
+		return warren.Publishing{Body: []byte("hello, " + string(req.Body))}, nil
+	}, warren.RPCServerOptions{})
+
+	client, err := warren.NewRPCClient(ctx, conn)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close(ctx)
+	reply, err := client.Call(ctx, "", q.Name, warren.Publishing{Body: []byte("world")})
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(string(reply.Body))
+	_, err = client.Call(ctx, "", "no such queue", warren.Publishing{})
+	fmt.Println("returned:", errors.Is(err, warren.ErrRequestReturned), errors.Is(err, warren.NoRoute))
+}
+
+// Telling errors apart with errors.Is and errors.As: reply codes are
+// errors.Is targets, *ChannelError and *ConnectionError carry the
+// details, and IsRecoverable says whether a retry may succeed.
+func ExampleChannelError() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := warren.Dial(ctx, brokerURL())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, err = ch.QueueDeclare(ctx, "warren.example.no-such-queue", warren.QueueOptions{Passive: true})
+	fmt.Println("not found:", errors.Is(err, warren.NotFound))
+	var chErr *warren.ChannelError
+	if errors.As(err, &chErr) {
+		fmt.Println("code:", int(chErr.Code), "recoverable:", warren.IsRecoverable(err))
+	}
+	// The channel reopens on its own for the next call.
+	_, err = ch.QueueDeclare(ctx, "", warren.QueueOptions{Exclusive: true})
+	fmt.Println("next call:", err)
 }

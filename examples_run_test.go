@@ -24,6 +24,9 @@ func TestBrokerExamples(t *testing.T) {
 		{"ExampleChannel_Consume", ExampleChannel_Consume, "job 1\njob 2\njob 3\n"},
 		{"ExampleChannel_NotifyReturn", ExampleChannel_NotifyReturn, "312 NO_ROUTE lost?\nhandle says returned: true\n"},
 		{"Example_stream", Example_stream, "offset 1: paid\noffset 2: shipped\n"},
+		{"ExampleConsumer_Messages", ExampleConsumer_Messages, "resize\nupload\nnotify\nconsumer ended cleanly: true\n"},
+		{"ExampleRPCClient", ExampleRPCClient, "hello, world\nreturned: true true\n"},
+		{"ExampleChannelError", ExampleChannelError, "not found: true\ncode: 404 recoverable: false\nnext call: <nil>\n"},
 	} {
 		t.Run(ex.name, func(t *testing.T) {
 			got, err := testenv.CaptureStdout(ex.run)
