@@ -22,6 +22,16 @@ type Config struct {
 	// (PlainAuth, AMQPlainAuth, ExternalAuth or your own Authenticator).
 	// Empty: PLAIN then AMQPLAIN with the URI's credentials (guest/guest).
 	Auth []Authenticator
+	// Credentials, when set, supplies the username and secret (SASL
+	// PLAIN) instead of Auth and the URI's: asked before every connection
+	// attempt, the first and each recovery's, and again before the secret
+	// expires (at four fifths of its lifetime), when the new secret goes
+	// to the broker with connection.update-secret. A failed refresh is
+	// logged and retried until the secret expires, then the connection
+	// ends with ErrCredentialsExpired. A broker that refuses the new
+	// secret closes the connection (530); recovery then dials with fresh
+	// credentials.
+	Credentials CredentialsProvider
 	// Vhost is the virtual host; empty means the URI's, or "/".
 	Vhost string
 	// ConnectionName is shown in RabbitMQ's management UI.
@@ -131,6 +141,7 @@ type Connection struct {
 	recDone        chan struct{}            // closed when the recovery goroutine has ended; nil when none runs
 	lostAt         int64                    // when the connection was last lost (Unix ns)
 	secretPending  int                      // update-secret requests awaiting their reply
+	creds          *credState               // Config.Credentials's refresh; nil without a provider
 	chans          map[uint16]*Channel      // the open (or opening) incarnations, by id
 	between        map[*Channel]struct{}    // Channels between incarnations (closed by an error, not reopened yet)
 	ending         map[*Channel][]*consumer // consumers a recovery gave up on: they end when their channel next opens
@@ -217,7 +228,13 @@ func open(ctx context.Context, nc net.Conn, cfg Config, eps []endpoint) (*Connec
 		requests:  make(map[statemachine.Token]*waiter),
 	}
 	c.intern = c.internString
+	if cfg.Credentials != nil {
+		c.creds = &credState{}
+	}
 	if _, err := c.handshake(ctx, nc, cfg); err != nil {
+		if c.creds != nil {
+			c.creds.stopRefresh()
+		}
 		return nil, err
 	}
 	return c, nil
@@ -241,6 +258,14 @@ func withDefaults(cfg Config) Config {
 // current, and runs the AMQP handshake within ctx. On failure nc is
 // closed and the driver's goroutines have ended.
 func (c *Connection) handshake(ctx context.Context, nc net.Conn, cfg Config) (*driver.Driver, error) {
+	if cfg.Credentials != nil {
+		auth, err := c.credentialsFor(ctx)
+		if err != nil {
+			nc.Close()
+			return nil, err
+		}
+		cfg.Auth = auth
+	}
 	handshakeTimeout := time.Duration(0)
 	if dl, ok := ctx.Deadline(); ok {
 		handshakeTimeout = time.Until(dl)
@@ -551,7 +576,7 @@ func (c *Connection) UpdateSecret(ctx context.Context, secret, reason string) er
 		return err
 	}
 	c.secretPending++
-	w, err := c.awaitReplyLocked(ctx, nil, tok)
+	w, err := c.awaitWaiterLocked(ctx, &waiter{secret: true, done: make(chan struct{})}, tok)
 	if err != nil {
 		return err
 	}

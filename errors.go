@@ -94,10 +94,16 @@ var (
 // network failures (a lost connection, a missed heartbeat, a reset), and
 // a connection Warren closed because the broker's bytes broke the
 // protocol (a ConnectionError with Origin ByLocal: a corrupted stream),
-// for which a new connection may succeed.
+// and a 530 answering our own update-secret (ErrSecretRefused), for
+// which a new connection may succeed.
 func IsRecoverable(err error) bool {
 	if err == nil {
 		return false
+	}
+	if errors.Is(err, ErrSecretRefused) {
+		// A 530 is not recoverable in itself; as the answer to our own
+		// update-secret it is: dial again with fresh credentials.
+		return true
 	}
 	var ce *proto.ConnectionError
 	if errors.As(err, &ce) && ce.Origin == proto.ByLocal {

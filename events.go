@@ -24,7 +24,12 @@ type waiter struct {
 // reply or ctx. The error is ctx's; the request's own outcome is in the
 // waiter.
 func (c *Connection) awaitReplyLocked(ctx context.Context, ch *Channel, tok statemachine.Token) (*waiter, error) {
-	w := &waiter{ch: ch, done: make(chan struct{})}
+	return c.awaitWaiterLocked(ctx, &waiter{ch: ch, done: make(chan struct{})}, tok)
+}
+
+// awaitWaiterLocked is awaitReplyLocked with the waiter made by the
+// caller.
+func (c *Connection) awaitWaiterLocked(ctx context.Context, w *waiter, tok statemachine.Token) (*waiter, error) {
 	c.requests[tok] = w
 	c.unlock(driver.FlushNow)
 	if err := c.await(ctx, w.done); err != nil {
@@ -147,7 +152,10 @@ func (c *Connection) onReplyLocked(e *statemachine.Event) {
 		return // a request replayed on a reopened channel: nobody waits
 	}
 	delete(c.requests, e.Token)
-	if w.secret {
+	if w.secret && e.Err == nil {
+		// Answered. (A refusal closes the connection: the close that
+		// fails this request must still see the update-secret pending,
+		// so that the loss reads as ErrSecretRefused.)
 		c.secretPending--
 	}
 	if e.Err != nil {
@@ -187,6 +195,12 @@ func (c *Connection) onClosedLocked(h *events, err error) {
 // listeners and the channels learn it; Done closes once the last driver's
 // goroutines end.
 func (c *Connection) endLocked(err error) {
+	if c.creds != nil {
+		c.creds.stopRefresh()
+		if cause := c.creds.takeCause(); cause != nil {
+			err = cause // closed because the secret expired
+		}
+	}
 	c.ended = true
 	c.state = ConnClosed
 	c.err = err
