@@ -2,7 +2,8 @@
 // connections, channels, publishing with confirms, consumers, topology,
 // and every RabbitMQ extension (publisher confirms with nacks, consumer
 // cancel notifications, exchange-to-exchange bindings, connection.blocked,
-// update-secret).
+// update-secret), automatic recovery, request/reply over direct reply-to
+// and credentials that refresh themselves.
 //
 //	conn, err := warren.Dial(ctx, "amqp://guest:guest@localhost:5672/")
 //	ch, err := conn.Channel(ctx)
@@ -79,5 +80,33 @@
 // Deliveries arrive on a bounded Go channel (Consumer.Deliveries), or, with
 // ConsumeOptions.Handler, through a function called on the reader
 // goroutine. A full consumer buffer pushes back on the broker through TCP
-// rather than growing memory or dropping a message.
+// rather than growing memory or dropping a message. Consumer.Messages
+// ranges over them as an iter.Seq2[Delivery, error]; its context's end
+// cancels the consumer. The context passed to Consume bounds only the
+// basic.consume request.
+//
+// # Request/reply
+//
+// RPCClient makes calls over RabbitMQ's direct reply-to: Call publishes a
+// request (mandatory, confirmed) and returns its reply, matched by
+// correlation id, many calls at once over one channel. ServeRPC answers
+// the requests of a queue. A call pending at a connection loss fails with
+// ErrReplyLost (recoverable); the next one, after the recovery, succeeds.
+//
+// # Credentials
+//
+// Config.Credentials takes a CredentialsProvider (a username and a
+// secret with an expiry, an OAuth 2 token for instance): asked at every
+// connection attempt, and again before the secret expires, when the new
+// one goes to the broker with connection.update-secret, without
+// reconnecting.
+//
+// # Errors
+//
+// Reply codes are errors.Is targets (errors.Is(err, warren.NotFound));
+// *ConnectionError and *ChannelError (errors.As) carry the code, text,
+// failing method and who closed; the client's own conditions are
+// sentinels (ErrClosed, ErrConnectionLost, ErrHeartbeatTimeout,
+// ErrMaybeSent, ErrNotSent, ErrRecovering, ErrGaveUp, …) wrapped with %w;
+// IsRecoverable says whether retrying may succeed. See ExampleChannelError.
 package warren
