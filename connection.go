@@ -179,6 +179,7 @@ const (
 	ConnClosed
 )
 
+// String returns "open", "recovering" or "closed".
 func (s ConnState) String() string {
 	switch s {
 	case ConnOpen:

@@ -130,6 +130,7 @@ const (
 	RecoveryGaveUp
 )
 
+// String returns "lost", "retrying", "recovered" or "gave up".
 func (k RecoveryEventKind) String() string {
 	switch k {
 	case RecoveryLost:
