@@ -337,3 +337,53 @@ func ExampleChannelError() {
 	_, err = ch.QueueDeclare(ctx, "", warren.QueueOptions{Exclusive: true})
 	fmt.Println("next call:", err)
 }
+
+// A refused login is a *ConnectionError the broker sent (errors.As), its
+// reply code an errors.Is target; no retry cures it.
+func ExampleConnectionError() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := warren.DialWith(ctx, "amqp://guest:wrong-password@127.0.0.1:5672/",
+		warren.DialOptions{Config: warren.Config{Recovery: warren.Recovery{Disabled: true}}})
+	var connErr *warren.ConnectionError
+	if errors.As(err, &connErr) {
+		fmt.Println("code:", int(connErr.Code), "by:", connErr.Origin)
+	}
+	fmt.Println("access refused:", errors.Is(err, warren.AccessRefused), "recoverable:", warren.IsRecoverable(err))
+}
+
+// The outcome of a confirmed publish: acked, nacked, or one of the
+// client's sentinels when the channel or connection closed first:
+// ErrNotSent when the broker certainly refused it (a missing exchange),
+// ErrMaybeSent when nobody can know.
+func ExampleConfirmation_Wait() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := warren.Dial(ctx, brokerURL())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	ch, err := conn.Channel(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := ch.ConfirmSelect(ctx); err != nil {
+		log.Fatal(err)
+	}
+	cf, err := ch.PublishWithConfirm(ctx, "warren.example.no-such-exchange", "", warren.Publishing{Body: []byte("x")})
+	if err != nil {
+		log.Fatal(err)
+	}
+	acked, err := cf.Wait(ctx)
+	switch {
+	case errors.Is(err, warren.ErrNotSent):
+		fmt.Println("not sent:", errors.Is(err, warren.NotFound))
+	case errors.Is(err, warren.ErrMaybeSent):
+		fmt.Println("maybe sent: publish again if duplicates are acceptable")
+	case err != nil:
+		log.Fatal(err)
+	default:
+		fmt.Println("acked:", acked)
+	}
+}

@@ -27,6 +27,8 @@ func TestBrokerExamples(t *testing.T) {
 		{"ExampleConsumer_Messages", ExampleConsumer_Messages, "resize\nupload\nnotify\nconsumer ended cleanly: true\n"},
 		{"ExampleRPCClient", ExampleRPCClient, "hello, world\nreturned: true true\n"},
 		{"ExampleChannelError", ExampleChannelError, "not found: true\ncode: 404 recoverable: false\nnext call: <nil>\n"},
+		{"ExampleConnectionError", ExampleConnectionError, "code: 403 by: peer\naccess refused: true recoverable: false\n"},
+		{"ExampleConfirmation_Wait", ExampleConfirmation_Wait, "not sent: true\n"},
 	} {
 		t.Run(ex.name, func(t *testing.T) {
 			got, err := testenv.CaptureStdout(ex.run)
