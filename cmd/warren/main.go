@@ -79,6 +79,8 @@ type env struct {
 	rpcTimeout time.Duration
 	// connectTimeout bounds each dial and handshake (--connect-timeout).
 	connectTimeout time.Duration
+	// trace prints every frame on stderr (--trace).
+	trace bool
 	// watch follows the recovery of the connections of consume, publish
 	// and perf; nil for the other subcommands.
 	watch *recoveryWatch
@@ -129,7 +131,7 @@ func runCommand(ctx context.Context, c *command, args []string, stdin io.Reader,
 	defer func() {
 		// Never a stack trace: a bug becomes one line and exit code 1.
 		if r := recover(); r != nil {
-			fmt.Fprintln(stderr, e.errLine(fmt.Errorf("internal error: %v", r)))
+			fmt.Fprintln(e.stderr, e.errLine(fmt.Errorf("internal error: %v", r)))
 			code = exitFailure
 		}
 	}()
@@ -151,7 +153,7 @@ func runCommand(ctx context.Context, c *command, args []string, stdin io.Reader,
 	if errors.As(err, &xe) && xe.silent {
 		return xe.code
 	}
-	fmt.Fprintln(stderr, e.errLine(err))
+	fmt.Fprintln(e.stderr, e.errLine(err))
 	if errors.As(err, &xe) {
 		return xe.code
 	}

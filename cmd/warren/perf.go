@@ -216,7 +216,7 @@ func (r *perfRun) fail(format string, args ...any) {
 }
 
 func (r *perfRun) dial(role string) (*warren.Connection, error) {
-	return r.f.dial(warren.Config{ConnectionName: r.f.connectionName() + " " + role, ConsumerBuffer: max(r.o.prefetch, 256)})
+	return r.f.dialAs(role, warren.Config{ConsumerBuffer: max(r.o.prefetch, 256)})
 }
 
 func (r *perfRun) run() (*perfSummary, error) {
