@@ -190,8 +190,10 @@ Every subcommand takes --url (default: $AMQP_URL, else `+defaultURL+`)
 and --help. --url may be repeated (a cluster's nodes): consume, publish and
 perf recover from a lost connection, redialling the addresses in turn for up
 to --recovery-timeout; the other subcommands fail at once. --rpc-timeout
-(default 30s) bounds every request to the broker, each publish and the close. Flags may come before or after the positional arguments; "--" ends
-the flags.
+(default 30s) bounds every request to the broker, each publish and the close.
+--trace prints every AMQP frame sent and received on stderr, one line each
+("warren SUBCOMMAND: trace -> ch N METHOD {fields}"; credentials redacted).
+Flags may come before or after the positional arguments; "--" ends the flags.
 
 Exit codes: 0 success, 1 failure, 2 usage error, 3 queue empty (get).
 `)
