@@ -110,7 +110,7 @@ func runPerf(e *env, args []string) error {
 	f.IntVar(&o.queues, "queues", 1, "spread the load over `N` queues: consumer c consumes from queue c mod N and, through the default\nexchange, producer p publishes to queue p mod N (so at least N of each)")
 	f.StringVar(&o.exchange, "exchange", "", "publish through exchange `X`, bound to every queue with a routing key (default: the\ndefault exchange); declared (and deleted at the end) unless it exists, such as amq.direct")
 	f.StringVar(&o.exchangeType, "exchange-type", "direct", "`type` of the --exchange: direct, topic or fanout (perf declares it so, or expects it so\nwhen it exists)")
-	f.Var((*stringList)(&o.routingKeys), "routing-key", "a routing key `K` (repeatable): queue i is bound with key i mod (number of keys) (and key k to queue\nk mod N), and each producer publishes with the keys in turn (default: the queues' names)")
+	f.Var((*stringList)(&o.routingKeys), "routing-key", "a routing key `K` (repeatable; default: the queues' names): of M keys, queue i is bound with\nkey i mod M (and key k to queue k mod N); each producer publishes with the keys in turn")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "how long to wait at the end for confirms and for the consumers to catch up")
 	asJSON := f.Bool("json", false, "print the summary as a JSON object on stdout")
 	svgFile := f.String("svg", "", "write an SVG chart of throughput and latency to `FILE`")
