@@ -49,13 +49,18 @@ func (e *env) errLine(err error) string {
 	if errors.Is(err, context.Canceled) && e.ctx.Err() != nil {
 		msg = "interrupted"
 	}
+	msg = strings.Join(strings.Fields(e.scrub(msg)), " ")
+	return "warren " + e.name + ": " + msg
+}
+
+// scrub replaces the passwords of the URLs in use in msg by xxxxx.
+func (e *env) scrub(msg string) string {
 	for _, pw := range e.passwords {
 		if len(pw) >= 4 && pw != "guest" { // guest is no secret
 			msg = strings.ReplaceAll(msg, pw, "xxxxx")
 		}
 	}
-	msg = strings.Join(strings.Fields(msg), " ")
-	return "warren " + e.name + ": " + msg
+	return msg
 }
 
 // cmdFlags is a subcommand's flag set and its help text.
@@ -76,6 +81,7 @@ func newFlags(e *env, synopsis, about string) *cmdFlags {
 	f.connName = fs.String("connection-name", "", "connection `name` the broker shows (default \"warren SUBCOMMAND\")")
 	fs.DurationVar(&e.connectTimeout, "connect-timeout", defaultConnectTimeout, "how long to wait for each connection: the dial and the AMQP handshake")
 	fs.DurationVar(&e.rpcTimeout, "rpc-timeout", 30*time.Second, "how long to wait for the broker to answer each request (channel.open, queue.declare, …),\nto take each publish, and to close the connection")
+	fs.BoolVar(&e.trace, "trace", false, "print every AMQP frame sent and received on stderr, one line each:\n\"warren SUBCOMMAND: trace -> ch N METHOD {fields}\" (-> sent, <- received; credentials redacted)")
 	fs.Var(&f.urls, "url", "broker `URI` (default: $AMQP_URL, else "+defaultURL+");\nrepeat it for a cluster's nodes: tried in order, and again on every recovery")
 	return f
 }
@@ -181,12 +187,23 @@ func (f *cmdFlags) brokerURLs() ([]string, error) {
 // connection recovers when the subcommand has a recovery watch (consume,
 // publish, perf); the others fail at once when their connection is lost.
 func (f *cmdFlags) dial(cfg warren.Config) (*warren.Connection, error) {
+	return f.dialAs("", cfg)
+}
+
+// dialAs is dial for one of several connections of a subcommand (perf's
+// "producer 0"): role is added to the connection name and to --trace's
+// lines.
+func (f *cmdFlags) dialAs(role string, cfg warren.Config) (*warren.Connection, error) {
 	urls, err := f.brokerURLs()
 	if err != nil {
 		return nil, err
 	}
-	if cfg.ConnectionName == "" {
-		cfg.ConnectionName = f.connectionName()
+	cfg.ConnectionName = f.connectionName()
+	if role != "" {
+		cfg.ConnectionName += " " + role
+	}
+	if f.e.trace {
+		cfg.Trace = f.e.traceFunc(role)
 	}
 	cfg.Recovery = f.e.watch.config()
 	if cfg.Logger == nil {

@@ -79,6 +79,8 @@ type env struct {
 	rpcTimeout time.Duration
 	// connectTimeout bounds each dial and handshake (--connect-timeout).
 	connectTimeout time.Duration
+	// trace prints every frame on stderr (--trace).
+	trace bool
 	// watch follows the recovery of the connections of consume, publish
 	// and perf; nil for the other subcommands.
 	watch *recoveryWatch
@@ -129,7 +131,7 @@ func runCommand(ctx context.Context, c *command, args []string, stdin io.Reader,
 	defer func() {
 		// Never a stack trace: a bug becomes one line and exit code 1.
 		if r := recover(); r != nil {
-			fmt.Fprintln(stderr, e.errLine(fmt.Errorf("internal error: %v", r)))
+			fmt.Fprintln(e.stderr, e.errLine(fmt.Errorf("internal error: %v", r)))
 			code = exitFailure
 		}
 	}()
@@ -151,7 +153,7 @@ func runCommand(ctx context.Context, c *command, args []string, stdin io.Reader,
 	if errors.As(err, &xe) && xe.silent {
 		return xe.code
 	}
-	fmt.Fprintln(stderr, e.errLine(err))
+	fmt.Fprintln(e.stderr, e.errLine(err))
 	if errors.As(err, &xe) {
 		return xe.code
 	}
@@ -188,8 +190,10 @@ Every subcommand takes --url (default: $AMQP_URL, else `+defaultURL+`)
 and --help. --url may be repeated (a cluster's nodes): consume, publish and
 perf recover from a lost connection, redialling the addresses in turn for up
 to --recovery-timeout; the other subcommands fail at once. --rpc-timeout
-(default 30s) bounds every request to the broker, each publish and the close. Flags may come before or after the positional arguments; "--" ends
-the flags.
+(default 30s) bounds every request to the broker, each publish and the close.
+--trace prints every AMQP frame sent and received on stderr, one line each
+("warren SUBCOMMAND: trace -> ch N METHOD {fields}"; credentials redacted).
+Flags may come before or after the positional arguments; "--" ends the flags.
 
 Exit codes: 0 success, 1 failure, 2 usage error, 3 queue empty (get).
 `)

@@ -26,6 +26,22 @@ each on its own connection, and publishes to the queue through the default
 exchange. Each message carries a run id, its producer id, a sequence number
 and its send time in its first 24 bytes (padded with zeros to --size).
 
+Several queues: --queues N declares N temporary queues (or uses the --queue
+prefix's Q-0 … Q-N-1); consumer c consumes from queue c mod N, and through
+the default exchange producer p publishes to queue p mod N (so give at least
+N consumers, or none, and N producers). With --exchange X the producers
+publish through X instead: perf declares it as --exchange-type (direct, the
+default; topic; fanout) unless it exists (amq.direct, amq.topic, amq.fanout
+or one of yours: give its type), binds queue i with routing key i mod K of
+the --routing-key values (default: the queues' names; with more keys than
+queues, key k goes to queue k mod N too), and each producer publishes with
+the keys in turn. perf works out from the bindings which queues each key
+reaches, and checks each queue: the summary gives every queue's sent (the
+messages routed to it), received and consumed counts; a message that reaches
+several queues counts in each. At the end perf deletes the exchange and the
+queues it declared, and removes the bindings it made between an existing
+exchange and a --queue queue.
+
 Producers run for --duration or until --count messages were sent in all,
 limited to --rate messages per second in all (0: as fast as possible). With
 confirms (the default; --confirm=false to turn them off) each producer keeps
@@ -69,11 +85,16 @@ type perfOptions struct {
 	prefetch             int
 	persistent           bool
 	queue                string
+	queues               int
+	exchange             string
+	exchangeType         string
+	routingKeys          []string
 	drainTimeout         time.Duration
 }
 
 func runPerf(e *env, args []string) error {
-	f := newFlags(e, "warren perf [--producers P] [--consumers C] [--size S] [--duration D | --count N] [--confirm] [--rate R] [--prefetch N] [--json] [--svg FILE] [--queue Q]", perfAbout)
+	f := newFlags(e, "warren perf [--producers P] [--consumers C] [--size S] [--duration D | --count N] [--confirm] [--rate R] [--prefetch N] [--json] [--svg FILE]\n"+
+		"                   [--queue Q] [--queues N] [--exchange X [--exchange-type direct|topic|fanout] [--routing-key K]…]", perfAbout)
 	var o perfOptions
 	f.IntVar(&o.producers, "producers", 1, "number of producers, each with its own connection")
 	f.IntVar(&o.consumers, "consumers", 1, "number of consumers, each with its own connection (0: publish only, no check)")
@@ -85,7 +106,11 @@ func runPerf(e *env, args []string) error {
 	f.Float64Var(&o.rate, "rate", 0, "total publish rate limit in messages per second (0: unlimited)")
 	f.IntVar(&o.prefetch, "prefetch", 100, "prefetch count (basic.qos) of each consumer")
 	f.BoolVar(&o.persistent, "persistent", false, "publish persistent messages (delivery mode 2)")
-	f.StringVar(&o.queue, "queue", "", "use this queue (declared if missing, never deleted) instead of a temporary one")
+	f.StringVar(&o.queue, "queue", "", "use queue `Q` (declared if missing, never deleted) instead of a temporary one;\nwith --queues N, the prefix of the queues' names (Q-0 … Q-N-1)")
+	f.IntVar(&o.queues, "queues", 1, "spread the load over `N` queues: consumer c consumes from queue c mod N and, through the default\nexchange, producer p publishes to queue p mod N (so at least N of each)")
+	f.StringVar(&o.exchange, "exchange", "", "publish through exchange `X`, bound to every queue with a routing key (default: the\ndefault exchange); declared (and deleted at the end) unless it exists, such as amq.direct")
+	f.StringVar(&o.exchangeType, "exchange-type", "direct", "`type` of the --exchange: direct, topic or fanout (perf declares it so, or expects it so\nwhen it exists)")
+	f.Var((*stringList)(&o.routingKeys), "routing-key", "a routing key `K` (repeatable; default: the queues' names): of M keys, queue i is bound with\nkey i mod M (and key k to queue k mod N); each producer publishes with the keys in turn")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", 10*time.Second, "how long to wait at the end for confirms and for the consumers to catch up")
 	asJSON := f.Bool("json", false, "print the summary as a JSON object on stdout")
 	svgFile := f.String("svg", "", "write an SVG chart of throughput and latency to `FILE`")
@@ -114,6 +139,9 @@ func runPerf(e *env, args []string) error {
 		return usageErrorf("--prefetch must be 1 to 65535")
 	case o.drainTimeout < 0:
 		return usageErrorf("--drain-timeout must not be negative")
+	}
+	if err := checkPerfRouting(f, &o); err != nil {
+		return err
 	}
 	if o.count > 0 {
 		o.duration = 0
@@ -162,44 +190,51 @@ type perfRun struct {
 	f     *cmdFlags
 	o     perfOptions
 	runID uint32
-	queue string
 	start time.Time
+
+	queues      []*perfQueue
+	queuePrefix string        // the queue's name, or the prefix of their names
+	targets     []*perfTarget // through the exchange: a routing key each
+	bindings    []perfBinding
+	tempQueues  []string // declared by perf, deleted at the end
 
 	sent, confirmed, nacked, unconfirmed atomic.Uint64
 	maybeSent                            atomic.Uint64 // confirmations a connection loss cut off
 	deliveries, redelivered, foreign     atomic.Uint64
 	stale                                atomic.Uint64 // acks refused: the delivery came before a recovery
-	firsts                               atomic.Uint64 // first deliveries of our messages
+	firsts                               atomic.Uint64 // first deliveries of our messages (in each queue)
+	copies, lostCopies                   atomic.Uint64 // queue copies of the sent, and of the nacked or maybe-sent, messages
 	claimed                              atomic.Int64  // --count slots taken
 
 	producers []*perfProducer
 	consumers []*perfConsumer
-	recv      []*received
 
 	errMu  sync.Mutex
 	errors []string
 
 	series []perfPoint
 
-	queueOpts   *warren.QueueOptions // the temporary queue's declaration
-	deleteQueue func()               // the temporary queue's
-	stopSending context.CancelFunc   // ends the producers early (Ctrl-C, a stall)
-	deleted     bool
+	queueOpts    *warren.QueueOptions    // the temporary queues' declaration
+	exchangeOpts *warren.ExchangeOptions // the exchange's, when perf declared it
+	stopSending  context.CancelFunc      // ends the producers early (Ctrl-C, a stall)
+	cleaned      bool
 }
 
 type perfProducer struct {
 	id        int
 	since     atomic.Int64 // when the publish call under way began (Unix ns), 0 between calls
 	conn      *warren.Connection
-	sent      uint64 // sequence numbers [0, sent) were published
+	targets   []*perfTarget // where it publishes, in turn (see perfRun.target)
+	sent      uint64        // sequence numbers [0, sent) were published
 	stoppedAt time.Time
 	confirmed bitset // written by the confirm goroutine only
 }
 
 type perfConsumer struct {
-	conn *warren.Connection
-	cons *warren.Consumer
-	done chan struct{}
+	queue int // index in perfRun.queues
+	conn  *warren.Connection
+	cons  *warren.Consumer
+	done  chan struct{}
 
 	mu       sync.Mutex
 	interval histogram
@@ -216,7 +251,7 @@ func (r *perfRun) fail(format string, args ...any) {
 }
 
 func (r *perfRun) dial(role string) (*warren.Connection, error) {
-	return r.f.dial(warren.Config{ConnectionName: r.f.connectionName() + " " + role, ConsumerBuffer: max(r.o.prefetch, 256)})
+	return r.f.dialAs(role, warren.Config{ConsumerBuffer: max(r.o.prefetch, 256)})
 }
 
 func (r *perfRun) run() (*perfSummary, error) {
@@ -231,44 +266,9 @@ func (r *perfRun) run() (*perfSummary, error) {
 	if err != nil {
 		return nil, err
 	}
-	temporary := o.queue == ""
-	if temporary {
-		r.queue = fmt.Sprintf("warren-perf-%08x", r.runID)
-		var args proto.Table
-		if o.consumers > 0 { // a safety net should warren die: unused queues expire
-			args = proto.Table{{Name: "x-expires", Value: proto.Int32(int32(time.Minute / time.Millisecond))}}
-		}
-		r.queueOpts = &warren.QueueOptions{Arguments: args}
-		ctx, done := e.rpc("queue.declare")
-		if _, err := ch.QueueDeclare(ctx, r.queue, *r.queueOpts); err != nil {
-			return nil, done(err)
-		}
-		done(nil)
-		deleteQueue := func() {
-			ctx, cancel := context.WithTimeout(context.Background(), e.closeWait())
-			defer cancel()
-			if _, err := ch.QueueDelete(ctx, r.queue, warren.QueueDeleteOptions{}); err != nil {
-				r.fail("deleting queue %s: %v", r.queue, err)
-			}
-		}
-		defer func() {
-			if !r.deleted {
-				deleteQueue()
-			}
-		}()
-		r.deleteQueue = deleteQueue
-	} else {
-		r.queue = o.queue
-		ctx, done := e.rpc("queue.declare")
-		_, err := ch.QueueDeclare(ctx, r.queue, warren.QueueOptions{Passive: true})
-		if err = done(err); errors.Is(err, warren.NotFound) {
-			ctx, done := e.rpc("queue.declare")
-			_, err = ch.QueueDeclare(ctx, r.queue, warren.QueueOptions{})
-			err = done(err)
-		}
-		if err != nil {
-			return nil, err
-		}
+	defer r.cleanup(ch) // also after a failure midway
+	if err := r.declareTopology(ch); err != nil {
+		return nil, err
 	}
 
 	// Connections first, so that a refused login fails before anything runs.
@@ -285,8 +285,10 @@ func (r *perfRun) run() (*perfSummary, error) {
 		if err != nil {
 			return nil, err
 		}
-		c := &perfConsumer{conn: conn, done: make(chan struct{})}
+		c := &perfConsumer{queue: i % len(r.queues), conn: conn, done: make(chan struct{})}
 		r.consumers = append(r.consumers, c)
+		q := r.queues[c.queue]
+		q.consumers++
 		cch, err := e.openChannel(conn)
 		if err != nil {
 			return nil, err
@@ -295,18 +297,11 @@ func (r *perfRun) run() (*perfSummary, error) {
 		if err := done(cch.Qos(ctx, warren.QosOptions{PrefetchCount: o.prefetch})); err != nil {
 			return nil, err
 		}
-		if r.queueOpts != nil {
-			// Declared on the consumer's connection too, so that its
-			// recovery declares the queue again before consuming, should a
-			// broker restart have dropped it.
-			ctx, done := e.rpc("queue.declare")
-			if _, err := cch.QueueDeclare(ctx, r.queue, *r.queueOpts); err != nil {
-				return nil, done(err)
-			}
-			done(nil)
+		if err := r.declareOnConsumer(cch, c.queue); err != nil {
+			return nil, err
 		}
 		ctx, done = e.rpc("basic.consume")
-		c.cons, err = cch.Consume(ctx, r.queue, warren.ConsumeOptions{})
+		c.cons, err = cch.Consume(ctx, q.name, warren.ConsumeOptions{})
 		if err = done(err); err != nil {
 			return nil, err
 		}
@@ -316,8 +311,19 @@ func (r *perfRun) run() (*perfSummary, error) {
 		if err != nil {
 			return nil, err
 		}
-		r.producers = append(r.producers, &perfProducer{id: i, conn: conn})
-		r.recv = append(r.recv, &received{})
+		p := &perfProducer{id: i, conn: conn, targets: r.targets}
+		if o.exchange == "" {
+			qi := i % len(r.queues)
+			q := r.queues[qi]
+			q.producers++
+			t := &perfTarget{key: q.name, routes: make([]bool, len(r.queues))}
+			t.routes[qi] = true
+			p.targets = []*perfTarget{t}
+		}
+		r.producers = append(r.producers, p)
+		for _, q := range r.queues {
+			q.recv = append(q.recv, &received{})
+		}
 	}
 
 	for _, c := range r.consumers {
@@ -376,7 +382,7 @@ func (r *perfRun) run() (*perfSummary, error) {
 	if o.consumers > 0 {
 		// Publishes a connection loss cut off may never have reached the
 		// queue: count them out, then check the expected ones exactly.
-		target := r.sent.Load() - r.nacked.Load() - r.maybeSent.Load()
+		target := r.copies.Load() - r.lostCopies.Load()
 		tick := time.NewTicker(10 * time.Millisecond)
 		for (r.firsts.Load() < target || !r.allExpectedSeen()) && time.Now().Before(drainDeadline) && !r.consumersGone() {
 			<-tick.C
@@ -400,27 +406,26 @@ func (r *perfRun) run() (*perfSummary, error) {
 	}
 	close(stopReport)
 	<-reportDone
-	if r.deleteQueue != nil {
-		r.deleteQueue()
-		r.deleted = true
-	}
+	r.cleanup(ch)
 	return r.summary(sendElapsed, consumeElapsed, time.Now().After(drainDeadline)), nil
 }
 
 // allExpectedSeen reports whether every expected message (every
-// confirmed one, or every sent one without confirms) was consumed. It runs
-// once the producers stopped.
+// confirmed one, or every sent one without confirms) was consumed from
+// every queue it routes to. It runs once the producers stopped.
 func (r *perfRun) allExpectedSeen() bool {
-	for i, p := range r.producers {
-		rv := r.recv[i]
-		rv.mu.Lock()
-		for seq := uint64(0); seq < p.sent; seq++ {
-			if (!r.o.confirm || p.confirmed.has(seq)) && !rv.seen.has(seq) {
-				rv.mu.Unlock()
-				return false
+	for qi, q := range r.queues {
+		for i, p := range r.producers {
+			rv := q.recv[i]
+			rv.mu.Lock()
+			for seq := uint64(0); seq < p.sent; seq++ {
+				if r.target(p, seq).routes[qi] && (!r.o.confirm || p.confirmed.has(seq)) && !rv.seen.has(seq) {
+					rv.mu.Unlock()
+					return false
+				}
 			}
+			rv.mu.Unlock()
 		}
-		rv.mu.Unlock()
 	}
 	return true
 }
@@ -445,6 +450,14 @@ func (r *perfRun) produce(ctx, confirmCtx context.Context, p *perfProducer) {
 		r.fail("producer %d: opening a channel: %v", p.id, err)
 		return
 	}
+	if r.exchangeOpts != nil {
+		// For this connection's recovery: should a broker restart have
+		// dropped the exchange, publishes to it would fail.
+		if err := r.declareExchangeOn(ch); err != nil {
+			r.fail("producer %d: %v", p.id, err)
+			return
+		}
+	}
 	type outstanding struct {
 		seq uint64
 		cf  *warren.Confirmation
@@ -465,6 +478,7 @@ func (r *perfRun) produce(ctx, confirmCtx context.Context, p *perfProducer) {
 				switch {
 				case errors.Is(err, warren.ErrMaybeSent):
 					r.maybeSent.Add(1)
+					r.lostCopies.Add(r.target(p, pc.seq).copies())
 				case err != nil:
 					r.unconfirmed.Add(1)
 				case acked:
@@ -473,6 +487,7 @@ func (r *perfRun) produce(ctx, confirmCtx context.Context, p *perfProducer) {
 					r.e.watch.made()
 				default:
 					r.nacked.Add(1)
+					r.lostCopies.Add(r.target(p, pc.seq).copies())
 				}
 			}
 		}()
@@ -515,9 +530,10 @@ func (r *perfRun) produce(ctx, confirmCtx context.Context, p *perfProducer) {
 		}
 		binary.BigEndian.PutUint64(msg.Body[8:], seq)
 		binary.BigEndian.PutUint64(msg.Body[16:], uint64(time.Now().UnixNano()))
+		t := r.target(p, seq)
 		if o.confirm {
 			p.since.Store(time.Now().UnixNano())
-			cf, err := ch.PublishWithConfirm(ctx, "", r.queue, msg)
+			cf, err := ch.PublishWithConfirm(ctx, t.exchange, t.key, msg)
 			p.since.Store(0)
 			if err != nil {
 				if ctx.Err() == nil {
@@ -526,6 +542,7 @@ func (r *perfRun) produce(ctx, confirmCtx context.Context, p *perfProducer) {
 				return
 			}
 			p.sent = seq + 1
+			r.copies.Add(t.copies())
 			r.sent.Add(1)
 			select {
 			case pending <- outstanding{seq, cf}: // blocks while the window is full
@@ -535,7 +552,7 @@ func (r *perfRun) produce(ctx, confirmCtx context.Context, p *perfProducer) {
 			}
 		} else {
 			p.since.Store(time.Now().UnixNano())
-			err := ch.Publish(ctx, "", r.queue, msg)
+			err := ch.Publish(ctx, t.exchange, t.key, msg)
 			p.since.Store(0)
 			if err != nil {
 				if ctx.Err() == nil {
@@ -544,6 +561,7 @@ func (r *perfRun) produce(ctx, confirmCtx context.Context, p *perfProducer) {
 				return
 			}
 			p.sent = seq + 1
+			r.copies.Add(t.copies())
 			r.sent.Add(1)
 		}
 	}
@@ -551,19 +569,21 @@ func (r *perfRun) produce(ctx, confirmCtx context.Context, p *perfProducer) {
 
 func (r *perfRun) consume(c *perfConsumer) {
 	defer close(c.done)
+	q := r.queues[c.queue]
 	for d := range c.cons.Deliveries() {
 		now := time.Now()
 		r.deliveries.Add(1)
+		q.deliveries.Add(1)
 		r.e.watch.made()
 		if d.Redelivered {
 			r.redelivered.Add(1)
 		}
 		b := d.Body
-		if len(b) >= perfHeader && binary.BigEndian.Uint32(b) == r.runID && int(binary.BigEndian.Uint32(b[4:])) < len(r.recv) {
+		if len(b) >= perfHeader && binary.BigEndian.Uint32(b) == r.runID && int(binary.BigEndian.Uint32(b[4:])) < len(q.recv) {
 			pid := binary.BigEndian.Uint32(b[4:])
 			seq := binary.BigEndian.Uint64(b[8:])
 			sentAt := int64(binary.BigEndian.Uint64(b[16:]))
-			if r.recv[pid].mark(seq, d.Redelivered) {
+			if q.recv[pid].mark(seq, d.Redelivered) {
 				r.firsts.Add(1)
 			}
 			lat := max(now.UnixNano()-sentAt, 0) / int64(time.Microsecond)
@@ -706,42 +726,63 @@ func fmtMS(ms float64) string {
 
 // perfSummary is the result of a run (the --json object).
 type perfSummary struct {
-	OK                    bool          `json:"ok"`
-	Queue                 string        `json:"queue"`
-	Producers             int           `json:"producers"`
-	Consumers             int           `json:"consumers"`
-	Size                  int           `json:"size"`
-	Confirm               bool          `json:"confirm"`
-	ConfirmWindow         int           `json:"confirm_window,omitempty"`
-	RateLimit             float64       `json:"rate_limit"`
-	Prefetch              int           `json:"prefetch"`
-	DurationSeconds       float64       `json:"duration_seconds"`
-	Sent                  uint64        `json:"sent"`
-	Confirmed             uint64        `json:"confirmed"`
-	Nacked                uint64        `json:"nacked"`
-	Unconfirmed           uint64        `json:"unconfirmed"`
-	MaybeSent             uint64        `json:"maybe_sent"` // unconfirmed at a connection loss
-	Expected              uint64        `json:"expected"`
-	Consumed              uint64        `json:"consumed"`
-	Missing               uint64        `json:"missing"`
-	Duplicates            uint64        `json:"duplicates"`
-	Received              uint64        `json:"received"`
-	Redelivered           uint64        `json:"redelivered"`
-	RedeliveredDuplicates uint64        `json:"redelivered_duplicates"`
-	Unexpected            uint64        `json:"unexpected"`
-	Foreign               uint64        `json:"foreign"`
-	StaleAcks             uint64        `json:"stale_acks"` // deliveries from before a recovery
-	Recoveries            recoveryStats `json:"recoveries"`
-	SendRate              float64       `json:"send_rate"`
-	ConfirmRate           float64       `json:"confirm_rate"`
-	ReceiveRate           float64       `json:"receive_rate"`
-	Latency               perfLatency   `json:"latency_ms"`
-	Interrupted           bool          `json:"interrupted"` // by Ctrl-C: the check still ran
-	Errors                []string      `json:"errors"`
-	Series                []perfPoint   `json:"series"`
-	checked               bool          // consumers ran, so the check means something
+	OK                    bool               `json:"ok"`
+	Queue                 string             `json:"queue"`                   // its name, or with --queues N the prefix of their names
+	Exchange              string             `json:"exchange"`                // "": the default exchange
+	ExchangeType          string             `json:"exchange_type,omitempty"` // with an exchange
+	ExchangeDeclared      bool               `json:"exchange_declared"`       // by perf (and deleted at the end)
+	Queues                []perfQueueSummary `json:"queues"`
+	Producers             int                `json:"producers"`
+	Consumers             int                `json:"consumers"`
+	Size                  int                `json:"size"`
+	Confirm               bool               `json:"confirm"`
+	ConfirmWindow         int                `json:"confirm_window,omitempty"`
+	RateLimit             float64            `json:"rate_limit"`
+	Prefetch              int                `json:"prefetch"`
+	DurationSeconds       float64            `json:"duration_seconds"`
+	Sent                  uint64             `json:"sent"`
+	Confirmed             uint64             `json:"confirmed"`
+	Nacked                uint64             `json:"nacked"`
+	Unconfirmed           uint64             `json:"unconfirmed"`
+	MaybeSent             uint64             `json:"maybe_sent"` // unconfirmed at a connection loss
+	Expected              uint64             `json:"expected"`
+	Consumed              uint64             `json:"consumed"`
+	Missing               uint64             `json:"missing"`
+	Duplicates            uint64             `json:"duplicates"`
+	Received              uint64             `json:"received"`
+	Redelivered           uint64             `json:"redelivered"`
+	RedeliveredDuplicates uint64             `json:"redelivered_duplicates"`
+	Unexpected            uint64             `json:"unexpected"`
+	Foreign               uint64             `json:"foreign"`
+	StaleAcks             uint64             `json:"stale_acks"` // deliveries from before a recovery
+	Recoveries            recoveryStats      `json:"recoveries"`
+	SendRate              float64            `json:"send_rate"`
+	ConfirmRate           float64            `json:"confirm_rate"`
+	ReceiveRate           float64            `json:"receive_rate"`
+	Latency               perfLatency        `json:"latency_ms"`
+	Interrupted           bool               `json:"interrupted"` // by Ctrl-C: the check still ran
+	Errors                []string           `json:"errors"`
+	Series                []perfPoint        `json:"series"`
+	checked               bool               // consumers ran, so the check means something
 	drainTimedOut         bool
 	start                 time.Time // for the chart's title
+}
+
+// perfQueueSummary is one queue's part of a run. A message counts in
+// every queue it routes to: through a fanout exchange, or several queues
+// bound with its routing key, the queues' sent and expected add up to more
+// than the run's messages; received always adds up to the total.
+type perfQueueSummary struct {
+	Name        string   `json:"name"`
+	RoutingKeys []string `json:"routing_keys,omitempty"` // its binding keys to the exchange
+	Producers   int      `json:"producers,omitempty"`    // publishing to it through the default exchange
+	Consumers   int      `json:"consumers"`
+	Sent        uint64   `json:"sent"`     // messages published that route to it
+	Expected    uint64   `json:"expected"` // of those, the confirmed (every one without confirms)
+	Received    uint64   `json:"received"` // deliveries from it, redeliveries and foreign messages included
+	Consumed    uint64   `json:"consumed"` // expected messages received from it
+	Missing     uint64   `json:"missing"`
+	Duplicates  uint64   `json:"duplicates"`
 }
 
 type perfLatency struct {
@@ -755,7 +796,8 @@ type perfLatency struct {
 func (r *perfRun) summary(sendElapsed, consumeElapsed time.Duration, drainTimedOut bool) *perfSummary {
 	o := r.o
 	s := &perfSummary{
-		Queue: r.queue, Producers: o.producers, Consumers: o.consumers, Size: o.size,
+		Queue: r.queuePrefix, Exchange: o.exchange, ExchangeDeclared: r.exchangeOpts != nil,
+		Producers: o.producers, Consumers: o.consumers, Size: o.size,
 		Confirm: o.confirm, RateLimit: o.rate, Prefetch: o.prefetch,
 		DurationSeconds: sendElapsed.Seconds(),
 		Sent:            r.sent.Load(), Confirmed: r.confirmed.Load(), Nacked: r.nacked.Load(), Unconfirmed: r.unconfirmed.Load(),
@@ -767,27 +809,44 @@ func (r *perfRun) summary(sendElapsed, consumeElapsed time.Duration, drainTimedO
 	if o.confirm {
 		s.ConfirmWindow = o.window
 	}
-	for i, p := range r.producers {
-		rv := r.recv[i]
-		rv.mu.Lock()
-		for seq := uint64(0); seq < p.sent; seq++ {
-			expected := !o.confirm || p.confirmed.has(seq)
-			got := rv.seen.has(seq)
-			switch {
-			case expected && got:
-				s.Consumed++
-			case expected:
-				s.Missing++
-			case got:
-				s.Unexpected++
+	if o.exchange != "" {
+		s.ExchangeType = o.exchangeType
+	}
+	s.Queues = []perfQueueSummary{}
+	for qi, q := range r.queues {
+		qs := perfQueueSummary{Name: q.name, RoutingKeys: q.keys, Producers: q.producers, Consumers: q.consumers,
+			Received: q.deliveries.Load()}
+		for i, p := range r.producers {
+			rv := q.recv[i]
+			rv.mu.Lock()
+			for seq := uint64(0); seq < p.sent; seq++ {
+				routed := r.target(p, seq).routes[qi]
+				expected := routed && (!o.confirm || p.confirmed.has(seq))
+				got := rv.seen.has(seq)
+				switch {
+				case expected && got:
+					qs.Consumed++
+				case expected:
+					qs.Missing++
+				case got:
+					s.Unexpected++
+				}
+				if routed {
+					qs.Sent++
+				}
+				if expected {
+					qs.Expected++
+				}
 			}
-			if expected {
-				s.Expected++
-			}
+			qs.Duplicates += rv.duplicates
+			s.RedeliveredDuplicates += rv.redelivered
+			rv.mu.Unlock()
 		}
-		s.Duplicates += rv.duplicates
-		s.RedeliveredDuplicates += rv.redelivered
-		rv.mu.Unlock()
+		s.Expected += qs.Expected
+		s.Consumed += qs.Consumed
+		s.Missing += qs.Missing
+		s.Duplicates += qs.Duplicates
+		s.Queues = append(s.Queues, qs)
 	}
 	if secs := sendElapsed.Seconds(); secs > 0 {
 		s.SendRate = float64(s.Sent) / secs
@@ -868,8 +927,39 @@ func (s *perfSummary) writeText(w io.Writer) {
 	if s.Confirm {
 		mode = fmt.Sprintf("confirms (window %d)", s.ConfirmWindow)
 	}
-	fmt.Fprintf(w, "summary: %d producer(s), %d consumer(s), %d-byte messages, %s, prefetch %d, queue %s\n",
-		s.Producers, s.Consumers, s.Size, mode, s.Prefetch, s.Queue)
+	where := "queue " + s.Queue
+	if len(s.Queues) > 1 {
+		where = fmt.Sprintf("%d queues %s-0…%d", len(s.Queues), s.Queue, len(s.Queues)-1)
+	}
+	fmt.Fprintf(w, "summary: %d producer(s), %d consumer(s), %d-byte messages, %s, prefetch %d, %s\n",
+		s.Producers, s.Consumers, s.Size, mode, s.Prefetch, where)
+	if s.Exchange != "" {
+		how := "existing"
+		if s.ExchangeDeclared {
+			how = "declared by perf"
+		}
+		fmt.Fprintf(w, "  exchange   %s (%s, %s)\n", s.Exchange, s.ExchangeType, how)
+	}
+	if len(s.Queues) > 1 || s.Exchange != "" {
+		for _, q := range s.Queues {
+			keys := ""
+			if len(q.RoutingKeys) > 0 {
+				quoted := make([]string, len(q.RoutingKeys))
+				for i, k := range q.RoutingKeys {
+					quoted[i] = fmt.Sprintf("%q", k)
+				}
+				keys = " (key " + strings.Join(quoted, ", ") + ")"
+			}
+			fmt.Fprintf(w, "  queue      %s%s: sent %d, received %d", q.Name, keys, q.Sent, q.Received)
+			if s.checked {
+				fmt.Fprintf(w, ", consumed %d of %d expected", q.Consumed, q.Expected)
+				if q.Missing > 0 || q.Duplicates > 0 {
+					fmt.Fprintf(w, ", %d missing, %d duplicate(s)", q.Missing, q.Duplicates)
+				}
+			}
+			fmt.Fprintln(w)
+		}
+	}
 	fmt.Fprintf(w, "  sent       %d messages in %.2f s (%.0f msg/s)\n", s.Sent, s.DurationSeconds, s.SendRate)
 	if s.Confirm {
 		fmt.Fprintf(w, "  confirmed  %d (%.0f msg/s), nacked %d, unconfirmed %d", s.Confirmed, s.ConfirmRate, s.Nacked, s.Unconfirmed)
@@ -891,9 +981,13 @@ func (s *perfSummary) writeText(w io.Writer) {
 		if !s.Confirm {
 			what = "sent"
 		}
+		each := ""
+		if len(s.Queues) > 1 {
+			each = " from each queue it routes to"
+		}
 		if s.Missing == 0 && s.Duplicates == 0 {
-			fmt.Fprintf(w, "  check      OK: every %s message consumed exactly once (%d redelivered duplicate(s), %d unexpected)\n",
-				what, s.RedeliveredDuplicates, s.Unexpected)
+			fmt.Fprintf(w, "  check      OK: every %s message consumed exactly once%s (%d redelivered duplicate(s), %d unexpected)\n",
+				what, each, s.RedeliveredDuplicates, s.Unexpected)
 		} else {
 			fmt.Fprintf(w, "  check      FAILED: %d missing, %d duplicate(s), %d redelivered duplicate(s), %d unexpected\n",
 				s.Missing, s.Duplicates, s.RedeliveredDuplicates, s.Unexpected)
