@@ -328,6 +328,14 @@ func (c *Conn) Publish(id uint16, m *frames.BasicPublish, p *proto.Properties, b
 	c.sentSinceTick = true
 	if c.cfg.Trace != nil {
 		c.trace(Sent, id, fmt.Sprintf("%s %+v with %d-byte body", m.Key(), *m, len(body)))
+		var flags proto.PropertyFlags
+		if p != nil {
+			flags = p.PresentFlags()
+		}
+		c.trace(Sent, id, fmt.Sprintf("content-header body-size=%d flags=0x%04x", len(body), uint16(flags)))
+		for rest, max := len(body), int(c.tuning.FrameMax)-8; rest > 0; rest -= max {
+			c.trace(Sent, id, fmt.Sprintf("content-body %d bytes", min(rest, max)))
+		}
 	}
 	if !ch.confirming {
 		return 0, nil
@@ -692,6 +700,9 @@ func (c *Conn) handleBody(ch *channel, f frames.Frame) {
 		return
 	}
 	a.remain -= n
+	if c.cfg.Trace != nil {
+		c.trace(Received, ch.id, fmt.Sprintf("content-body %d bytes", n))
+	}
 	if a.skip {
 		if a.remain == 0 {
 			ch.expect = expectMethod

@@ -152,10 +152,12 @@ func TestTrace(t *testing.T) {
 			received++
 		}
 	}
-	// protocol header, start-ok, tune-ok, open, channel.open, consume, publish
-	require.Equal(t, 7, sent)
-	// start, tune, open-ok, open-ok, consume-ok, deliver, header, heartbeat
-	require.Equal(t, 8, received)
+	// protocol header, start-ok, tune-ok, open, channel.open, consume,
+	// publish, its header and its one body frame
+	require.Equal(t, 9, sent)
+	// start, tune, open-ok, open-ok, consume-ok, deliver, header, body,
+	// heartbeat
+	require.Equal(t, 9, received)
 	require.Equal(t, "->", Sent.String())
 	require.Equal(t, "<-", Received.String())
 }
