@@ -203,10 +203,7 @@ func TestCredentialsRefusedUpdateRecovers(t *testing.T) {
 // provider's new password. The user is deleted afterwards.
 func TestBrokerCredentialsProvider(t *testing.T) {
 	ctx := brokerCtx(t)
-	user := fmt.Sprintf("warren-test-creds-%d", time.Now().UnixNano())
-	rabbitmqctl(t, "add_user", user, "password-1")
-	t.Cleanup(func() { rabbitmqctl(t, "delete_user", user) })
-	rabbitmqctl(t, "set_permissions", "-p", "/", user, ".*", ".*", ".*")
+	user := throwawayUser(t, "warren-test-creds", "password-1")
 
 	var current atomic.Pointer[string]
 	pw := "password-1"

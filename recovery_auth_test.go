@@ -32,16 +32,24 @@ func (a *rotatingAuth) Challenge([]byte) ([]byte, error) {
 	return nil, statemachine.ErrUnexpectedChallenge
 }
 
+// throwawayUser adds a RabbitMQ user named from prefix, with password and
+// every permission on "/", deleted when the test ends.
+func throwawayUser(t *testing.T, prefix, password string) string {
+	t.Helper()
+	user := fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano())
+	rabbitmqctl(t, "add_user", user, password)
+	t.Cleanup(func() { rabbitmqctl(t, "delete_user", user) })
+	rabbitmqctl(t, "set_permissions", "-p", "/", user, ".*", ".*", ".*")
+	return user
+}
+
 // A handshake refused during a recovery (403: the password changed under
 // us; 530: the vhost refused) is retried, asking the authenticator for
 // credentials on every attempt, and succeeds once it gives the new ones
 // (or the permissions are back).
 func TestBrokerRecoveryRefusedHandshakeRetriedWithFreshCredentials(t *testing.T) {
 	ctx := brokerCtx(t)
-	user := fmt.Sprintf("warren-test-%d", time.Now().UnixNano())
-	rabbitmqctl(t, "add_user", user, "first-password")
-	t.Cleanup(func() { rabbitmqctl(t, "delete_user", user) })
-	rabbitmqctl(t, "set_permissions", "-p", "/", user, ".*", ".*", ".*")
+	user := throwawayUser(t, "warren-test", "first-password")
 
 	auth := &rotatingAuth{user: user}
 	first := "first-password"
