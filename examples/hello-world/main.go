@@ -198,4 +198,3 @@ func consumerErr(cons *warren.Consumer) error {
 	}
 	return errors.New("cancelled")
 }
-
