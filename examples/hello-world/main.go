@@ -8,7 +8,10 @@
 // Both roles declare the queue (non-durable, as in the tutorial), so either
 // may start first; a message sent while the queue does not exist yet is
 // dropped by the broker. The receiver consumes with automatic
-// acknowledgement: a message is gone from the queue once it is delivered.
+// acknowledgement: a message is gone from the queue once it is delivered,
+// so a receiver stopped by --count loses whatever the broker had already
+// pushed to it beyond that count (work-queues shows manual acknowledgement,
+// which does not).
 package main
 
 import (

@@ -132,6 +132,7 @@ func Queue(t testing.TB, name string) warren.Queue {
 
 // Program is a run of a program's run function in the background.
 type Program struct {
+	// Out is what the program printed so far.
 	Out    *testenv.Buffer
 	done   chan struct{}
 	err    error
