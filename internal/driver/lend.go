@@ -149,15 +149,20 @@ func (d *Driver) readFor(ctx context.Context, done <-chan struct{}) {
 	d.rowner = ownWaiter
 	d.watch.watch(ctx, d.sock)
 	for {
+		// Before every read, the first too: the answer may have come
+		// between Await's first look at done and its taking the lock
+		// (read by the reader goroutine, which then lent the socket), and
+		// a read would then wait for bytes nobody owes this waiter, until
+		// the next heartbeat tick's kick.
+		if isClosed(done) || ctx.Err() != nil {
+			d.releaseLocked()
+			return
+		}
 		queued := d.readLocked()
 		d.pokeLocked()
 		if d.m.State() == statemachine.StateClosed || queued {
 			d.handoff = d.handoff || queued
 			d.giveReaderLocked()
-			return
-		}
-		if isClosed(done) || ctx.Err() != nil {
-			d.releaseLocked()
 			return
 		}
 	}

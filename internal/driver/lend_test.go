@@ -288,3 +288,30 @@ func TestAwaitResultWins(t *testing.T) {
 		require.True(t, errors.Is(err, context.Canceled))
 	})
 }
+
+// A waiter whose answer is read by the reader goroutine between Await's
+// first look at done and its taking the lock, after which the reader lends
+// the socket out, returns at once instead of reading for bytes nobody owes
+// it (it used to wait for the next heartbeat tick's kick: seen as 2 s
+// stalls of Confirmation.Wait under -race with heartbeat=4).
+func TestAwaitAnsweredBeforeItTookTheLock(t *testing.T) {
+	h := newHarness(t, harnessOptions{confirm: true}, func(p *peer) { p.serve(nil) })
+	h.lendSocket()
+	done := make(chan struct{})
+	h.d.mu.Lock() // the reader, draining the event that answers done
+	returned := make(chan error, 1)
+	go func() { returned <- h.d.Await(h.ctx, done) }()
+	time.Sleep(20 * time.Millisecond) // past its first look at done: at the lock
+	close(done)
+	require.Equal(t, ownNone, h.d.rowner, "lent out, as after such a read")
+	h.d.mu.Unlock()
+	select {
+	case err := <-returned:
+		require.NoError(t, err)
+	case <-time.After(2 * time.Second):
+		h.d.kick() // let the test end
+		<-returned
+		t.Fatal("Await read the socket instead of returning")
+	}
+	require.Equal(t, ownNone, h.owner(), "the socket is lent again")
+}
