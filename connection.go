@@ -58,6 +58,11 @@ type Config struct {
 	// each (credentials redacted). It runs with the connection's lock held:
 	// keep it quick and do not call back into the connection.
 	Trace func(dir Direction, channel uint16, frame string)
+	// Observer, when set, is told of publishes, confirms, returns,
+	// deliveries, acknowledgements and the connection's events, for
+	// tracing and metrics (see Observer for where its hooks run). Nil: no
+	// cost at all.
+	Observer Observer
 }
 
 // DefaultMaxMessageSize is the largest incoming message body accepted
@@ -289,6 +294,9 @@ func (c *Connection) handshake(ctx context.Context, nc net.Conn, cfg Config) (*d
 	if !ok {
 		d.Wait()
 		return nil, herr
+	}
+	if obs := c.cfg.Observer; obs != nil {
+		obs.Connection(ConnectionEvent{Kind: ConnectionOpened, Address: nc.RemoteAddr().String()})
 	}
 	return d, nil
 }

@@ -129,8 +129,13 @@ func (ch *Channel) settle(op settleOp, tag uint64, multiple, requeue bool, cons 
 	m := c.lock()
 	all := tag == 0 && multiple // everything unacknowledged on the channel
 	if !ch.liveLocked() || (tag <= ch.tagOffset && !all) {
+		id := ch.id
 		c.unlock(driver.FlushLater)
-		return fmt.Errorf("%w (delivery tag %d)", ErrStaleDelivery, tag)
+		err := fmt.Errorf("%w (delivery tag %d)", ErrStaleDelivery, tag)
+		if obs := c.cfg.Observer; obs != nil {
+			observeSettle(obs, op, id, tag, multiple, requeue, cons, err)
+		}
+		return err
 	}
 	wire := tag
 	if !all {
@@ -157,7 +162,11 @@ func (ch *Channel) settle(op settleOp, tag uint64, multiple, requeue bool, cons 
 		// go out now, from here.
 		flush = driver.FlushNow
 	}
+	id := ch.id
 	c.unlock(flush)
+	if obs := c.cfg.Observer; obs != nil {
+		observeSettle(obs, op, id, tag, multiple, requeue, cons, err)
+	}
 	return err
 }
 

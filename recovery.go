@@ -289,6 +289,9 @@ func (c *Connection) startRecoveryLocked(old *driver.Driver, cause error) {
 		for _, l := range c.blockListeners {
 			l.post(Blocking{Reason: "connection lost", Changes: 1})
 		}
+		if obs := c.cfg.Observer; obs != nil {
+			obs.Blocked(Blocking{Reason: "connection lost", Changes: 1})
+		}
 	}
 	heartbeat := old.Core().Tuning().Heartbeat
 	c.postRecoveryLocked(RecoveryEvent{Kind: RecoveryLost, Err: cause})
@@ -319,6 +322,9 @@ func (c *Connection) NotifyRecovery(ch chan RecoveryEvent) chan RecoveryEvent {
 func (c *Connection) postRecoveryLocked(e RecoveryEvent) {
 	for _, l := range c.recListeners {
 		l.post(e)
+	}
+	if obs := c.cfg.Observer; obs != nil {
+		obs.Recovery(e)
 	}
 	switch e.Kind {
 	case RecoveryLost:
