@@ -6,12 +6,9 @@
 package warren
 
 import (
-	"context"
 	"testing"
 
 	"github.com/stretchr/testify/require"
-
-	"github.com/warren-amqp/warren/proto/frames"
 )
 
 // TestAllocClientPaths measures the client's allocations per message
@@ -61,12 +58,12 @@ func testAllocClientPaths(t *testing.T, cfg Config, publishAllocs, confirmAllocs
 			"allocations per confirmed publish (without an observer: the Confirmation and its channel)")
 	})
 	t.Run("delivery and ack", func(t *testing.T) {
-		deliver := make(chan struct{})
+		deliver := make(chan int)
 		ctx, _, ch := openAllocPeer(t, cfg, false, deliver)
 		cons, err := ch.Consume(ctx, "q", ConsumeOptions{ConsumerTag: "c"})
 		require.NoError(t, err)
 		receive := func() {
-			deliver <- struct{}{}
+			deliver <- 1
 			d := <-cons.Deliveries()
 			if err := d.Ack(false); err != nil {
 				t.Fatal(err)
@@ -77,91 +74,4 @@ func testAllocClientPaths(t *testing.T, cfg Config, publishAllocs, confirmAllocs
 		}
 		require.Equal(t, deliverAllocs, testing.AllocsPerRun(2000, receive), "allocations per delivery and ack")
 	})
-}
-
-// openAllocPeer opens a connection and a channel (in confirm mode when
-// confirm is set) to a scripted broker that, once serving, allocates
-// nothing: it acks every publish in confirm mode, and sends a delivery to
-// consumer "c" (8-byte body, no properties) for every value on deliver.
-func openAllocPeer(t *testing.T, cfg Config, confirm bool, deliver chan struct{}) (context.Context, *Connection, *Channel) {
-	t.Helper()
-	nc := tcpScripted(t, func(b *scriptedBroker) {
-		if b.handshake(0) != nil || b.answerChannel(confirm) != nil {
-			return
-		}
-		if deliver != nil {
-			if _, _, err := b.readMethod(); err != nil { // basic.qos
-				return
-			}
-			b.send(1, &frames.BasicQosOK{})
-			if _, _, err := b.readMethod(); err != nil { // basic.consume
-				return
-			}
-			b.send(1, &frames.BasicConsumeOK{ConsumerTag: "c"})
-			stop := make(chan struct{})
-			defer close(stop)
-			go func() {
-				method := frames.BasicDeliver{ConsumerTag: "c", RoutingKey: "q"}
-				body := make([]byte, 8)
-				out := make([]byte, 0, 4096)
-				for {
-					select {
-					case <-deliver:
-					case <-stop:
-						return
-					}
-					method.DeliveryTag++
-					out, _ = frames.AppendMessage(out[:0], 1, &method, nil, body, 131072)
-					if _, err := b.conn.Write(out); err != nil {
-						return
-					}
-				}
-			}()
-		}
-		b.serveRaw(confirm)
-	})
-	return openScriptedWith(t, nc, confirm, cfg)
-}
-
-// serveRaw reads the client's frames without allocating: it acks each
-// basic.publish when ack is set, answers connection.close, and ignores
-// everything else.
-func (b *scriptedBroker) serveRaw(ack bool) {
-	buf := make([]byte, 0, 1<<20)
-	buf = append(buf, b.buf...)
-	var confirm frames.BasicAck
-	out := make([]byte, 0, 64)
-	for {
-		f, n, err := frames.ReadFrame(buf, 0)
-		if err != nil {
-			return
-		}
-		if n == 0 {
-			if len(buf) == cap(buf) {
-				return // a frame larger than the buffer: not sent by these tests
-			}
-			m, err := b.conn.Read(buf[len(buf):cap(buf)])
-			buf = buf[:len(buf)+m]
-			if err != nil {
-				return
-			}
-			continue
-		}
-		if f.Type == frames.FrameMethod && len(f.Payload) >= 4 {
-			key := frames.MethodKey(uint32(f.Payload[0])<<24 | uint32(f.Payload[1])<<16 | uint32(f.Payload[2])<<8 | uint32(f.Payload[3]))
-			switch {
-			case key == frames.MethodBasicPublish && ack:
-				confirm.DeliveryTag++
-				out, _ = frames.AppendMethod(out[:0], f.Channel, &confirm)
-				if _, err := b.conn.Write(out); err != nil {
-					return
-				}
-			case key == frames.MethodConnectionClose:
-				b.send(0, &frames.ConnectionCloseOK{})
-				return
-			}
-		}
-		rest := copy(buf, buf[n:])
-		buf = buf[:rest]
-	}
 }
