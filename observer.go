@@ -75,8 +75,10 @@ type Observer interface {
 // PublishObserver follows one publish (see Observer.Publish).
 type PublishObserver interface {
 	// Published is called once the publish was queued for the socket, or
-	// failed (r.Err, then nothing was sent), under the connection's lock
-	// on the publishing goroutine: always before Confirmed.
+	// failed (r.Err, then nothing was sent), on the publishing goroutine,
+	// under the connection's lock (without it when the publish failed
+	// before taking it: a context that ended, a closed connection):
+	// always before Confirmed.
 	Published(r PublishResult)
 	// Confirmed is called once for a publish made in confirm mode: ack
 	// reports the broker's basic.ack (true) or basic.nack (false); err is

@@ -94,6 +94,42 @@ func BenchmarkObserverDeliverAck(b *testing.B) {
 	}
 }
 
+// BenchmarkObserverDeliverHandler: deliveries of an 8-byte body to a
+// no-ack consumer with a ConsumeOptions.Handler (no goroutine hand-off, no
+// ack: the client's cheapest delivery path); the scripted broker sends
+// them 256 at a time. One op is one delivery.
+func BenchmarkObserverDeliverHandler(b *testing.B) {
+	for _, bc := range benchObservers {
+		b.Run(bc.name, func(b *testing.B) {
+			deliver := make(chan int)
+			ctx, _, ch := openAllocPeer(b, Config{Observer: bc.obs}, false, deliver)
+			const batch = 256
+			got := make(chan struct{}, 1)
+			n := 0
+			_, err := ch.Consume(ctx, "q", ConsumeOptions{ConsumerTag: "c", NoAck: true, Handler: func(Delivery) {
+				if n++; n%batch == 0 {
+					got <- struct{}{}
+				}
+			}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if i%batch == 0 {
+					if i > 0 {
+						<-got
+					}
+					deliver <- batch
+				}
+				i++
+			}
+			<-got // the last batch, whole
+		})
+	}
+}
+
 func benchPublishing() Publishing {
 	return Publishing{
 		Properties: proto.Properties{ContentType: "application/json", Headers: proto.Table{
@@ -115,14 +151,19 @@ func openAllocPeer(t testing.TB, cfg Config, confirm bool, deliver chan int) (co
 			return
 		}
 		if deliver != nil {
-			if _, _, err := b.readMethod(); err != nil { // basic.qos
-				return
+			for consuming := false; !consuming; { // basic.qos (for manual acks), basic.consume
+				m, _, err := b.readMethod()
+				if err != nil {
+					return
+				}
+				switch m.(type) {
+				case *frames.BasicQos:
+					b.send(1, &frames.BasicQosOK{})
+				case *frames.BasicConsume:
+					b.send(1, &frames.BasicConsumeOK{ConsumerTag: "c"})
+					consuming = true
+				}
 			}
-			b.send(1, &frames.BasicQosOK{})
-			if _, _, err := b.readMethod(); err != nil { // basic.consume
-				return
-			}
-			b.send(1, &frames.BasicConsumeOK{ConsumerTag: "c"})
 			stop := make(chan struct{})
 			defer close(stop)
 			go func() {
@@ -156,26 +197,32 @@ func openAllocPeer(t testing.TB, cfg Config, confirm bool, deliver chan int) (co
 // basic.publish when ack is set, answers connection.close, and ignores
 // everything else.
 func (b *scriptedBroker) serveRaw(ack bool) {
-	buf := make([]byte, 0, 1<<20)
-	buf = append(buf, b.buf...)
+	buf := make([]byte, 1<<20)
+	end := copy(buf, b.buf) // buf[off:end] holds what is not parsed yet
+	off := 0
 	var confirm frames.BasicAck
 	out := make([]byte, 0, 64)
 	for {
-		f, n, err := frames.ReadFrame(buf, 0)
+		f, n, err := frames.ReadFrame(buf[off:end], 0)
 		if err != nil {
 			return
 		}
 		if n == 0 {
-			if len(buf) == cap(buf) {
+			if off > 0 { // make room: move the partial frame to the front
+				end = copy(buf, buf[off:end])
+				off = 0
+			}
+			if end == len(buf) {
 				return // a frame larger than the buffer: not sent by these tests
 			}
-			m, err := b.conn.Read(buf[len(buf):cap(buf)])
-			buf = buf[:len(buf)+m]
+			m, err := b.conn.Read(buf[end:])
+			end += m
 			if err != nil {
 				return
 			}
 			continue
 		}
+		off += n
 		if f.Type == frames.FrameMethod && len(f.Payload) >= 4 {
 			key := frames.MethodKey(uint32(f.Payload[0])<<24 | uint32(f.Payload[1])<<16 | uint32(f.Payload[2])<<8 | uint32(f.Payload[3]))
 			switch {
@@ -190,7 +237,5 @@ func (b *scriptedBroker) serveRaw(ack bool) {
 				return
 			}
 		}
-		rest := copy(buf, buf[n:])
-		buf = buf[:rest]
 	}
 }
