@@ -11,7 +11,6 @@ import (
 
 	"github.com/warren-amqp/warren/internal/driver"
 	"github.com/warren-amqp/warren/proto"
-	"github.com/warren-amqp/warren/proto/frames"
 	"github.com/warren-amqp/warren/proto/statemachine"
 )
 
@@ -131,11 +130,11 @@ type Connection struct {
 	userClosed     bool                     // Close was called
 	blocked        bool                     // the broker blocks the current connection
 	ended          bool                     // the connection has ended for good
+	secretPending  uint16                   // update-secret requests awaiting their reply (in the flags' word)
 	gate           chan struct{}            // while recovering: closed when calls may go on
 	recCancel      context.CancelFunc       // stops the recovery goroutine
 	recDone        chan struct{}            // closed when the recovery goroutine has ended; nil when none runs
 	lostAt         int64                    // when the connection was last lost (Unix ns)
-	secretPending  int                      // update-secret requests awaiting their reply
 	chans          map[uint16]*Channel      // the open (or opening) incarnations, by id
 	between        map[*Channel]struct{}    // Channels between incarnations (closed by an error, not reopened yet)
 	ending         map[*Channel][]*consumer // consumers a recovery gave up on: they end when their channel next opens
@@ -148,10 +147,9 @@ type Connection struct {
 	// Owned by the goroutine reading the socket (driver.Handler's
 	// contract): Event fills acts and Perform empties them. A new driver
 	// starts only once the last one's goroutines have ended.
-	acts    []action
-	strings *frames.Interner    // made on the first delivery: an idle connection does without
-	intern  func([]byte) string // internString, bound once
-	slab    []byte              // block that small delivery bodies are copied into
+	acts   []action
+	intern func([]byte) string // a frames.Interner's String, made on the first delivery: an idle connection does without
+	slab   []byte              // block that small delivery bodies are copied into
 
 	inHandler atomic.Bool   // a ConsumeOptions.Handler runs on the reader goroutine
 	doneState atomic.Uint32 // doneEnded, doneChanClosed (closeDone)
@@ -221,7 +219,6 @@ func open(ctx context.Context, nc net.Conn, cfg Config, eps []endpoint) (*Connec
 		chans:     make(map[uint16]*Channel),
 		requests:  make(map[statemachine.Token]*waiter),
 	}
-	c.intern = c.internString
 	if _, err := c.handshake(ctx, nc, cfg); err != nil {
 		return nil, err
 	}
@@ -372,15 +369,6 @@ const (
 	doneEnded      = 1 << iota // the connection has ended for good
 	doneChanClosed             // Done's channel is closed
 )
-
-// internString interns a delivery's header strings (the reader
-// goroutine's).
-func (c *Connection) internString(b []byte) string {
-	if c.strings == nil {
-		c.strings = new(frames.Interner)
-	}
-	return c.strings.String(b)
-}
 
 // closeDone marks the connection ended for good and closes Done's
 // channel if it was made (else Done makes it closed). Whichever of

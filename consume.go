@@ -50,6 +50,9 @@ func (ch *Channel) delivery(m *statemachine.Message) Delivery {
 	if !m.BodyOwned { // else the core has let go of it
 		d.Body = c.copyBody(m.Body)
 	}
+	if c.intern == nil { // the reader goroutine's, bound once
+		c.intern = new(frames.Interner).String
+	}
 	d.Properties, d.HeaderErr = m.Properties.PropertiesWith(c.intern)
 	if d.HeaderErr != nil { // keep what decoded: everything but the headers
 		hv := m.Properties

@@ -44,8 +44,9 @@ type Observer interface {
 	// caller's context and the message about to be encoded. Changes the
 	// hook makes to p.Properties are published: to add headers, set
 	// p.Properties.Headers to a new table (the caller's table, which
-	// p.Properties.Headers shares, must not be modified in place). The
-	// returned PublishObserver (nil: none) learns how the publish went.
+	// p.Properties.Headers shares, must not be modified in place). p is
+	// valid only during the call. The returned PublishObserver (nil: none)
+	// learns how the publish went.
 	Publish(ctx context.Context, p *PublishInfo) PublishObserver
 	// Returned is called for each basic.return. pub is the
 	// PublishObserver of the returned publish when the channel is in
@@ -237,16 +238,30 @@ func (NopObserver) Recovery(RecoveryEvent) {}
 // Blocked does nothing.
 func (NopObserver) Blocked(Blocking) {}
 
+// observedPublish is a publish that Config.Observer follows: the
+// PublishInfo its Publish hook saw (one allocation for both) and the
+// PublishObserver it returned, which a confirm-mode publish's
+// Confirmation keeps (through a pointer, so that the handle stays in its
+// size class).
+type observedPublish struct {
+	info PublishInfo
+	po   PublishObserver
+}
+
 // observePublish runs the Publish hook on msg (a copy of the caller's
 // Publishing, owned by publish) and keeps the property changes it made.
-// Kept out of publish so that msg does not escape there when no observer
-// is set.
-func observePublish(ctx context.Context, obs Observer, exchange, routingKey string, msg *Publishing) PublishObserver {
-	p := &PublishInfo{Exchange: exchange, RoutingKey: routingKey, Mandatory: msg.Mandatory, Immediate: msg.Immediate,
-		Properties: msg.Properties, BodySize: len(msg.Body)}
-	po := obs.Publish(ctx, p)
-	msg.Properties = p.Properties
-	return po
+// It returns nil when the hook returned no PublishObserver. Kept out of
+// publish so that msg does not escape there when no observer is set.
+func observePublish(ctx context.Context, obs Observer, exchange, routingKey string, msg *Publishing) *observedPublish {
+	op := &observedPublish{info: PublishInfo{Exchange: exchange, RoutingKey: routingKey, Mandatory: msg.Mandatory,
+		Immediate: msg.Immediate, Properties: msg.Properties, BodySize: len(msg.Body)}}
+	op.po = obs.Publish(ctx, &op.info)
+	msg.Properties = op.info.Properties
+	if op.po == nil {
+		return nil
+	}
+	op.info = PublishInfo{} // kept until the confirm: let go of the message's memory
+	return op
 }
 
 // observeDelivery runs the Delivery hook for an action's delivery.

@@ -38,13 +38,13 @@ type Confirmation struct {
 	ack      bool
 	ret      *Return
 	err      error
-	obs      PublishObserver // Config.Observer's, told of the outcome
+	obs      *observedPublish // Config.Observer's, told of the outcome
 }
 
 func (cf *Confirmation) resolve(ack bool, err error) {
 	cf.ack, cf.err = ack, err
 	if cf.obs != nil {
-		cf.obs.Confirmed(ack, err)
+		cf.obs.po.Confirmed(ack, err)
 	}
 	if cf.done != nil { // nil: made only for the observer (a bare Publish)
 		close(cf.done)
@@ -90,31 +90,31 @@ func (ch *Channel) PublishWithConfirm(ctx context.Context, exchange, routingKey 
 
 func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg *Publishing, wantConfirm bool) (*Confirmation, error) {
 	c := ch.conn
-	var po PublishObserver
+	var op *observedPublish
 	if obs := c.cfg.Observer; obs != nil {
-		po = observePublish(ctx, obs, exchange, routingKey, msg)
+		op = observePublish(ctx, obs, exchange, routingKey, msg)
 	}
 	m, err := ch.lockToPublish(ctx)
 	if err != nil {
-		if po != nil { // (without the lock: lockToPublish released it)
-			po.Published(PublishResult{Err: err})
+		if op != nil { // (without the lock: lockToPublish released it)
+			op.po.Published(PublishResult{Err: err})
 		}
 		return nil, err
 	}
 	if wantConfirm && !ch.confirming {
-		ch.observePublishedLocked(po, 0, ErrNotConfirmMode)
+		ch.observePublishedLocked(op, 0, ErrNotConfirmMode)
 		c.unlock(driver.FlushLater)
 		return nil, ErrNotConfirmMode
 	}
 	var cf *Confirmation
 	var ref any
 	if wantConfirm {
-		cf = &Confirmation{conn: c, exchange: exchange, done: make(chan struct{}), obs: po}
+		cf = &Confirmation{conn: c, exchange: exchange, done: make(chan struct{}), obs: op}
 		ref = cf
-	} else if po != nil && ch.confirming {
+	} else if op != nil && ch.confirming {
 		// A handle for the observer alone, so that its outcome is told
 		// like a PublishWithConfirm's.
-		ref = &Confirmation{conn: c, exchange: exchange, obs: po}
+		ref = &Confirmation{conn: c, exchange: exchange, obs: op}
 	}
 	// A field, not a local: a local would escape through the Method
 	// interface and cost an allocation per publish.
@@ -139,22 +139,22 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 			}
 		}
 	}
-	ch.observePublishedLocked(po, seq, err)
+	ch.observePublishedLocked(op, seq, err)
 	c.unlock(flush)
 	return cf, err
 }
 
-// observePublishedLocked tells po how a publish went: seq is the core's
+// observePublishedLocked tells op how a publish went: seq is the core's
 // sequence number (0 outside confirm mode), err why nothing was sent.
-func (ch *Channel) observePublishedLocked(po PublishObserver, seq uint64, err error) {
-	if po == nil {
+func (ch *Channel) observePublishedLocked(op *observedPublish, seq uint64, err error) {
+	if op == nil {
 		return
 	}
 	r := PublishResult{Channel: ch.id, Confirm: err == nil && seq != 0, Err: err}
 	if r.Confirm {
 		r.Seq = ch.seqOffset + seq
 	}
-	po.Published(r)
+	op.po.Published(r)
 }
 
 // lockToPublish takes the driver's lock once the channel may publish:
@@ -218,7 +218,9 @@ func (ch *Channel) onReturnLocked(m *statemachine.Message) {
 	var po PublishObserver
 	if cf, _ := m.PublishRef.(*Confirmation); cf != nil {
 		cf.ret = &r // the confirm that follows resolves the handle
-		po = cf.obs
+		if cf.obs != nil {
+			po = cf.obs.po
+		}
 	}
 	if obs := ch.conn.cfg.Observer; obs != nil {
 		obs.Returned(&r, po)
