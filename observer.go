@@ -239,10 +239,11 @@ func (NopObserver) Recovery(RecoveryEvent) {}
 func (NopObserver) Blocked(Blocking) {}
 
 // observedPublish is a publish that Config.Observer follows: the
-// PublishInfo its Publish hook saw (one allocation for both) and the
-// PublishObserver it returned, which a confirm-mode publish's
-// Confirmation keeps (through a pointer, so that the handle stays in its
-// size class).
+// PublishInfo its Publish hook saw and the PublishObserver it returned,
+// which a confirm-mode publish's Confirmation keeps (through a pointer, so
+// that the handle stays in its size class). One that no confirm holds goes
+// back to its Channel for the next publish (Channel.obsFree), so that an
+// observer costs no allocation per publish outside confirm mode.
 type observedPublish struct {
 	info PublishInfo
 	po   PublishObserver
@@ -252,15 +253,20 @@ type observedPublish struct {
 // Publishing, owned by publish) and keeps the property changes it made.
 // It returns nil when the hook returned no PublishObserver. Kept out of
 // publish so that msg does not escape there when no observer is set.
-func observePublish(ctx context.Context, obs Observer, exchange, routingKey string, msg *Publishing) *observedPublish {
-	op := &observedPublish{info: PublishInfo{Exchange: exchange, RoutingKey: routingKey, Mandatory: msg.Mandatory,
-		Immediate: msg.Immediate, Properties: msg.Properties, BodySize: len(msg.Body)}}
+func (ch *Channel) observePublish(ctx context.Context, obs Observer, exchange, routingKey string, msg *Publishing) *observedPublish {
+	op := ch.obsFree.Swap(nil) // (concurrent publishers: one takes it, the others allocate)
+	if op == nil {
+		op = new(observedPublish)
+	}
+	op.info = PublishInfo{Exchange: exchange, RoutingKey: routingKey, Mandatory: msg.Mandatory,
+		Immediate: msg.Immediate, Properties: msg.Properties, BodySize: len(msg.Body)}
 	op.po = obs.Publish(ctx, &op.info)
 	msg.Properties = op.info.Properties
+	op.info = PublishInfo{} // let go of the message's memory
 	if op.po == nil {
+		ch.obsFree.Store(op)
 		return nil
 	}
-	op.info = PublishInfo{} // kept until the confirm: let go of the message's memory
 	return op
 }
 

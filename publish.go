@@ -92,7 +92,7 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 	c := ch.conn
 	var op *observedPublish
 	if obs := c.cfg.Observer; obs != nil {
-		op = observePublish(ctx, obs, exchange, routingKey, msg)
+		op = ch.observePublish(ctx, obs, exchange, routingKey, msg)
 	}
 	m, err := ch.lockToPublish(ctx)
 	if err != nil {
@@ -141,6 +141,10 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 	}
 	ch.observePublishedLocked(op, seq, err)
 	c.unlock(flush)
+	if op != nil && (err != nil || seq == 0) { // no confirm follows: op's work is done
+		op.po = nil
+		ch.obsFree.Store(op)
+	}
 	return cf, err
 }
 
