@@ -360,3 +360,59 @@ func TestObserverBlocked(t *testing.T) {
 		require.Equal(t, ConnectionEvent{Kind: ConnectionClosed}, rec.conns[1])
 	})
 }
+
+// Publishers sharing a channel each get their own publish state: every
+// publish is reported once, and every one is confirmed (a scripted broker
+// that acks each publish; run under -race).
+func TestObserverConcurrentPublishers(t *testing.T) {
+	rec := &recorder{}
+	ctx, _, ch := openAllocPeer(t, Config{Observer: rec}, true, nil)
+	const goroutines, each = 4, 200
+	var wg sync.WaitGroup
+	errs := make(chan error, goroutines)
+	for g := range goroutines {
+		wg.Go(func() {
+			for i := range each {
+				msg := Publishing{Properties: proto.Properties{MessageID: fmt.Sprintf("%d-%d", g, i)}}
+				if i%2 == 0 {
+					if err := ch.Publish(ctx, "", "q", msg); err != nil {
+						errs <- err
+						return
+					}
+					continue
+				}
+				cf, err := ch.PublishWithConfirm(ctx, "", "q", msg)
+				if err == nil {
+					_, err = cf.Wait(ctx)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	rec.waitUntil(t, "every confirm", func() bool {
+		for _, p := range rec.publishes {
+			if p.confirmed != 1 {
+				return false
+			}
+		}
+		return len(rec.publishes) == goroutines*each
+	})
+	rec.locked(func() {
+		seen := map[string]bool{}
+		for _, p := range rec.publishes {
+			require.Equal(t, 1, p.published)
+			require.True(t, p.result.Confirm)
+			require.True(t, p.ack)
+			seen[p.info.Properties.MessageID] = true
+		}
+		require.Len(t, seen, goroutines*each, "each publish seen once, with its own message")
+	})
+}
