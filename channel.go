@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"github.com/warren-amqp/warren/internal/driver"
 	"github.com/warren-amqp/warren/proto"
@@ -64,6 +65,10 @@ type Channel struct {
 	confirmListeners []*listener[ConfirmNotice]
 
 	pub frames.BasicPublish // scratch for publish
+
+	// A Config.Observer's per-publish state that no confirm holds, kept
+	// for the channel's next publish (see observePublish).
+	obsFree atomic.Pointer[observedPublish]
 }
 
 // ConfirmNotice is one basic.ack or basic.nack from the broker for

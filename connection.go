@@ -11,7 +11,6 @@ import (
 
 	"github.com/warren-amqp/warren/internal/driver"
 	"github.com/warren-amqp/warren/proto"
-	"github.com/warren-amqp/warren/proto/frames"
 	"github.com/warren-amqp/warren/proto/statemachine"
 )
 
@@ -68,6 +67,11 @@ type Config struct {
 	// each (credentials redacted). It runs with the connection's lock held:
 	// keep it quick and do not call back into the connection.
 	Trace func(dir Direction, channel uint16, frame string)
+	// Observer, when set, is told of publishes, confirms, returns,
+	// deliveries, acknowledgements and the connection's events, for
+	// tracing and metrics (see Observer for where its hooks run). Nil: no
+	// cost at all.
+	Observer Observer
 }
 
 // DefaultMaxMessageSize is the largest incoming message body accepted
@@ -130,34 +134,31 @@ type Connection struct {
 
 	// Guarded by mu (and, as fields the footprint of an idle connection
 	// counts, packed: the flags share a word).
-	cur            *endpoint                // the endpoint connected to (an element of endpoints); nil for Open
-	state          ConnState                // open, recovering or closed
-	shuffle        bool                     // each recovery walks the endpoints in a new random order (set once)
-	userClosed     bool                     // Close was called
-	blocked        bool                     // the broker blocks the current connection
-	ended          bool                     // the connection has ended for good
-	gate           chan struct{}            // while recovering: closed when calls may go on
-	recCancel      context.CancelFunc       // stops the recovery goroutine
-	recDone        chan struct{}            // closed when the recovery goroutine has ended; nil when none runs
-	lostAt         int64                    // when the connection was last lost (Unix ns)
-	secretPending  int                      // update-secret requests awaiting their reply
-	creds          *credState               // Config.Credentials's refresh; nil without a provider
-	chans          map[uint16]*Channel      // the open (or opening) incarnations, by id
-	between        map[*Channel]struct{}    // Channels between incarnations (closed by an error, not reopened yet)
-	ending         map[*Channel][]*consumer // consumers a recovery gave up on: they end when their channel next opens
-	requests       map[statemachine.Token]*waiter
-	err            error // why it ended
-	closeListeners []*listener[error]
-	blockListeners []*listener[Blocking]
-	recListeners   []*listener[RecoveryEvent]
+	cur           *endpoint                // the endpoint connected to (an element of endpoints); nil for Open
+	state         ConnState                // open, recovering or closed
+	shuffle       bool                     // each recovery walks the endpoints in a new random order (set once)
+	userClosed    bool                     // Close was called
+	blocked       bool                     // the broker blocks the current connection
+	ended         bool                     // the connection has ended for good
+	secretPending uint16                   // update-secret requests awaiting their reply (in the flags' word)
+	gate          chan struct{}            // while recovering: closed when calls may go on
+	recCancel     context.CancelFunc       // stops the recovery goroutine
+	recDone       chan struct{}            // closed when the recovery goroutine has ended; nil when none runs
+	lostAt        int64                    // when the connection was last lost (Unix ns)
+	creds         *credState               // Config.Credentials's refresh; nil without a provider
+	chans         map[uint16]*Channel      // the open (or opening) incarnations, by id
+	between       map[*Channel]struct{}    // Channels between incarnations (closed by an error, not reopened yet)
+	ending        map[*Channel][]*consumer // consumers a recovery gave up on: they end when their channel next opens
+	requests      map[statemachine.Token]*waiter
+	err           error          // why it ended
+	lis           *connListeners // NotifyClose, NotifyBlocked and NotifyRecovery's; nil until the first
 
 	// Owned by the goroutine reading the socket (driver.Handler's
 	// contract): Event fills acts and Perform empties them. A new driver
 	// starts only once the last one's goroutines have ended.
-	acts    []action
-	strings *frames.Interner    // made on the first delivery: an idle connection does without
-	intern  func([]byte) string // internString, bound once
-	slab    []byte              // block that small delivery bodies are copied into
+	acts   []action
+	intern func([]byte) string // a frames.Interner's String, made on the first delivery: an idle connection does without
+	slab   []byte              // block that small delivery bodies are copied into
 
 	inHandler atomic.Bool   // a ConsumeOptions.Handler runs on the reader goroutine
 	doneState atomic.Uint32 // doneEnded, doneChanClosed (closeDone)
@@ -228,7 +229,6 @@ func open(ctx context.Context, nc net.Conn, cfg Config, eps []endpoint) (*Connec
 		chans:     make(map[uint16]*Channel),
 		requests:  make(map[statemachine.Token]*waiter),
 	}
-	c.intern = c.internString
 	if cfg.Credentials != nil {
 		c.creds = &credState{}
 	}
@@ -316,6 +316,9 @@ func (c *Connection) handshake(ctx context.Context, nc net.Conn, cfg Config) (*d
 		d.Wait()
 		return nil, herr
 	}
+	if obs := c.cfg.Observer; obs != nil {
+		obs.Connection(ConnectionEvent{Kind: ConnectionOpened, Address: nc.RemoteAddr().String()})
+	}
 	return d, nil
 }
 
@@ -390,15 +393,6 @@ const (
 	doneEnded      = 1 << iota // the connection has ended for good
 	doneChanClosed             // Done's channel is closed
 )
-
-// internString interns a delivery's header strings (the reader
-// goroutine's).
-func (c *Connection) internString(b []byte) string {
-	if c.strings == nil {
-		c.strings = new(frames.Interner)
-	}
-	return c.strings.String(b)
-}
 
 // closeDone marks the connection ended for good and closes Done's
 // channel if it was made (else Done makes it closed). Whichever of
@@ -488,7 +482,8 @@ func (c *Connection) NotifyClose(ch chan error) chan error {
 		l.close()
 		return ch
 	}
-	c.closeListeners = append(c.closeListeners, l)
+	ls := c.listenersLocked()
+	ls.close = append(ls.close, l)
 	c.unlock(driver.FlushLater)
 	return ch
 }
@@ -508,7 +503,8 @@ func (c *Connection) NotifyBlocked(ch chan Blocking) chan Blocking {
 		l.close()
 		return ch
 	}
-	c.blockListeners = append(c.blockListeners, l)
+	ls := c.listenersLocked()
+	ls.block = append(ls.block, l)
 	c.unlock(driver.FlushLater)
 	return ch
 }

@@ -52,6 +52,9 @@ func (ch *Channel) delivery(m *statemachine.Message) Delivery {
 	if !m.BodyOwned { // else the core has let go of it
 		d.Body = c.copyBody(m.Body)
 	}
+	if c.intern == nil { // the reader goroutine's, bound once
+		c.intern = new(frames.Interner).String
+	}
 	d.Properties, d.HeaderErr = m.Properties.PropertiesWith(c.intern)
 	if d.HeaderErr != nil { // keep what decoded: everything but the headers
 		hv := m.Properties
@@ -131,8 +134,13 @@ func (ch *Channel) settle(op settleOp, tag uint64, multiple, requeue bool, cons 
 	m := c.lock()
 	all := tag == 0 && multiple // everything unacknowledged on the channel
 	if !ch.liveLocked() || (tag <= ch.tagOffset && !all) {
+		id := ch.id
 		c.unlock(driver.FlushLater)
-		return fmt.Errorf("%w (delivery tag %d)", ErrStaleDelivery, tag)
+		err := fmt.Errorf("%w (delivery tag %d)", ErrStaleDelivery, tag)
+		if obs := c.cfg.Observer; obs != nil {
+			observeSettle(obs, op, id, tag, multiple, requeue, cons, err)
+		}
+		return err
 	}
 	wire := tag
 	if !all {
@@ -159,7 +167,11 @@ func (ch *Channel) settle(op settleOp, tag uint64, multiple, requeue bool, cons 
 		// go out now, from here.
 		flush = driver.FlushNow
 	}
+	id := ch.id
 	c.unlock(flush)
+	if obs := c.cfg.Observer; obs != nil {
+		observeSettle(obs, op, id, tag, multiple, requeue, cons, err)
+	}
 	return err
 }
 

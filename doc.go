@@ -75,6 +75,22 @@
 // Err, so errors.Is(err, ErrConnectionLost) and errors.As into a
 // *ConnectionError work on them.
 //
+// # Observability
+//
+// Config.Observer installs an Observer: hooks told of every publish (with
+// its caller's context, before the message is encoded, so that it can add
+// trace-context headers), its confirm or return, every delivery and its
+// hand-off to the application, the application's acks, nacks and rejects,
+// and the connection's openings, end, recovery events and blocked state.
+// With no Observer they cost a nil check: publishing, delivering and
+// acknowledging allocate nothing (TestAllocClientPaths). The hooks run on
+// the caller's or the reader's goroutine, some with the connection's lock
+// held (Observer says which): they must be quick and must not call back
+// into the connection. The module github.com/warren-amqp/warren/otelwarren
+// implements one with OpenTelemetry (spans after the messaging semantic
+// conventions, W3C trace context in headers, metrics), so that this module
+// has no OpenTelemetry dependency.
+//
 // # Consumers
 //
 // Deliveries arrive on a bounded Go channel (Consumer.Deliveries), or, with

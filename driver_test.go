@@ -19,7 +19,7 @@ import (
 // scriptedBroker plays the server side of the handshake over a netpipe and
 // then lets a test script the rest: faults a real broker will not produce.
 type scriptedBroker struct {
-	t    *testing.T
+	t    testing.TB
 	conn net.Conn
 	buf  []byte
 }
@@ -129,7 +129,7 @@ func (b *scriptedBroker) serveMethods(on func(m frames.Method)) {
 	}
 }
 
-func newScripted(t *testing.T, conn net.Conn) *scriptedBroker {
+func newScripted(t testing.TB, conn net.Conn) *scriptedBroker {
 	return &scriptedBroker{t: t, conn: conn}
 }
 

@@ -54,9 +54,10 @@ const (
 // action is work that may block, done outside the driver's lock on the
 // reader goroutine.
 type action struct {
-	kind actionKind
-	cons *consumer
-	d    Delivery
+	kind    actionKind
+	channel uint16 // the delivery's channel number (for Config.Observer)
+	cons    *consumer
+	d       Delivery
 }
 
 // events is the Connection as one driver sees it: that driver's
@@ -108,7 +109,7 @@ func (h *events) Event(m *statemachine.Conn, e *statemachine.Event) bool {
 		}
 		d := ch.delivery(&e.Message)
 		d.cons = cons
-		c.acts = append(c.acts, action{kind: actDeliver, cons: cons, d: d})
+		c.acts = append(c.acts, action{kind: actDeliver, channel: e.Channel, cons: cons, d: d})
 	case statemachine.EventReturn:
 		if ch := c.chans[e.Channel]; ch != nil {
 			ch.onReturnLocked(&e.Message)
@@ -124,8 +125,11 @@ func (h *events) Event(m *statemachine.Conn, e *statemachine.Event) bool {
 	case statemachine.EventBlocked, statemachine.EventUnblocked:
 		b := Blocking{Active: e.Kind == statemachine.EventBlocked, Reason: e.Reason, Changes: 1}
 		c.blocked = b.Active
-		for _, l := range c.blockListeners {
+		for _, l := range c.lis.blockers() {
 			l.post(b)
+		}
+		if obs := c.cfg.Observer; obs != nil {
+			obs.Blocked(b)
 		}
 	case statemachine.EventMessageTooLarge:
 		c.log.Warn("amqp message over MaxMessageSize skipped", "channel", e.Channel, "size", e.Message.BodySize, "delivery_tag", e.Message.DeliveryTag)
@@ -208,26 +212,27 @@ func (c *Connection) endLocked(err error) {
 		close(c.gate)
 		c.gate = nil
 	}
-	for _, l := range c.closeListeners {
+	for _, l := range c.lis.closers() {
 		if err != nil {
 			l.post(err)
 		}
 		l.close()
 	}
-	c.closeListeners = nil
-	for _, l := range c.blockListeners {
+	for _, l := range c.lis.blockers() {
 		l.close()
 	}
-	c.blockListeners = nil
-	for _, l := range c.recListeners {
+	for _, l := range c.lis.recoverers() {
 		l.close()
 	}
-	c.recListeners = nil
+	c.lis = nil
 	for ch := range c.between {
 		ch.finishLocked() // the open ones were finished by their EventChannelClosed
 	}
 	if err != nil {
 		c.log.Info("amqp connection closed", "error", err)
+	}
+	if obs := c.cfg.Observer; obs != nil {
+		obs.Connection(ConnectionEvent{Kind: ConnectionClosed, Err: err})
 	}
 }
 
@@ -253,29 +258,17 @@ func (h *events) Perform() {
 			if a.cons.ended {
 				continue
 			}
+			if c.cfg.Observer != nil {
+				h.deliverObserved(a)
+				continue
+			}
 			if a.cons.handler != nil {
 				c.inHandler.Store(true)
 				a.cons.handler(a.d)
 				c.inHandler.Store(false)
 				continue
 			}
-			if len(a.cons.overflow) > 0 { // behind those already kept
-				a.cons.overflow = append(a.cons.overflow, a.d)
-				continue
-			}
-			// A plain non-blocking send first: it succeeds while the
-			// buffer has room, and costs far less than a select.
-			select {
-			case a.cons.deliveries <- a.d:
-				continue
-			default:
-			}
-			select {
-			case a.cons.deliveries <- a.d:
-			case <-a.cons.cancelling: // Cancel waits for a cancel-ok behind this
-				a.cons.overflow = append(a.cons.overflow, a.d)
-			case <-h.d.Dying():
-			}
+			h.deliver(a)
 		case actEndConsumer:
 			if !a.cons.ended {
 				a.cons.ended = true
@@ -290,6 +283,45 @@ func (h *events) Perform() {
 	}
 	clear(acts)
 	c.acts = acts[:0]
+}
+
+// deliver sends a delivery to its consumer's Deliveries buffer, waiting
+// for room unless the consumer is cancelling or the connection dying.
+func (h *events) deliver(a *action) {
+	if len(a.cons.overflow) > 0 { // behind those already kept
+		a.cons.overflow = append(a.cons.overflow, a.d)
+		return
+	}
+	// A plain non-blocking send first: it succeeds while the buffer has
+	// room, and costs far less than a select.
+	select {
+	case a.cons.deliveries <- a.d:
+		return
+	default:
+	}
+	select {
+	case a.cons.deliveries <- a.d:
+	case <-a.cons.cancelling: // Cancel waits for a cancel-ok behind this
+		a.cons.overflow = append(a.cons.overflow, a.d)
+	case <-h.d.Dying():
+	}
+}
+
+// deliverObserved hands a delivery over as Perform does, between
+// Config.Observer's Delivery and HandedOff hooks.
+func (h *events) deliverObserved(a *action) {
+	c := h.c
+	do := c.observeDelivery(a)
+	if a.cons.handler != nil {
+		c.inHandler.Store(true)
+		a.cons.handler(a.d)
+		c.inHandler.Store(false)
+	} else {
+		h.deliver(a)
+	}
+	if do != nil {
+		do.HandedOff()
+	}
 }
 
 // drainOverflow hands a cancelled consumer's kept deliveries to the

@@ -20,7 +20,7 @@ import (
 
 // tcpScripted runs serve as a scripted broker on a real loopback TCP
 // connection and returns the client's end.
-func tcpScripted(t *testing.T, serve func(b *scriptedBroker)) net.Conn {
+func tcpScripted(t testing.TB, serve func(b *scriptedBroker)) net.Conn {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -49,7 +49,7 @@ func openScripted(t *testing.T, nc net.Conn, confirm bool) (context.Context, *Co
 }
 
 // openScriptedWith is openScripted with a Config.
-func openScriptedWith(t *testing.T, nc net.Conn, confirm bool, cfg Config) (context.Context, *Connection, *Channel) {
+func openScriptedWith(t testing.TB, nc net.Conn, confirm bool, cfg Config) (context.Context, *Connection, *Channel) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)

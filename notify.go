@@ -125,3 +125,43 @@ func (l *listener[T]) forward() {
 		}
 	}
 }
+
+// connListeners are a Connection's listeners, made by the first
+// registration: a connection nobody listens to does without (its idle
+// footprint counts).
+type connListeners struct {
+	close []*listener[error]
+	block []*listener[Blocking]
+	rec   []*listener[RecoveryEvent]
+}
+
+// listenersLocked returns c's listeners, making them on the first call.
+func (c *Connection) listenersLocked() *connListeners {
+	if c.lis == nil {
+		c.lis = &connListeners{}
+	}
+	return c.lis
+}
+
+// closers, blockers and recoverers return the listeners of each kind;
+// none when ls is nil.
+func (ls *connListeners) closers() []*listener[error] {
+	if ls == nil {
+		return nil
+	}
+	return ls.close
+}
+
+func (ls *connListeners) blockers() []*listener[Blocking] {
+	if ls == nil {
+		return nil
+	}
+	return ls.block
+}
+
+func (ls *connListeners) recoverers() []*listener[RecoveryEvent] {
+	if ls == nil {
+		return nil
+	}
+	return ls.rec
+}

@@ -38,11 +38,17 @@ type Confirmation struct {
 	ack      bool
 	ret      *Return
 	err      error
+	obs      *observedPublish // Config.Observer's, told of the outcome
 }
 
 func (cf *Confirmation) resolve(ack bool, err error) {
 	cf.ack, cf.err = ack, err
-	close(cf.done)
+	if cf.obs != nil {
+		cf.obs.po.Confirmed(ack, err)
+	}
+	if cf.done != nil { // nil: made only for the observer (a bare Publish)
+		close(cf.done)
+	}
 }
 
 // Done is closed when the outcome is known.
@@ -84,19 +90,31 @@ func (ch *Channel) PublishWithConfirm(ctx context.Context, exchange, routingKey 
 
 func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg *Publishing, wantConfirm bool) (*Confirmation, error) {
 	c := ch.conn
+	var op *observedPublish
+	if obs := c.cfg.Observer; obs != nil {
+		op = ch.observePublish(ctx, obs, exchange, routingKey, msg)
+	}
 	m, err := ch.lockToPublish(ctx)
 	if err != nil {
+		if op != nil { // (without the lock: lockToPublish released it)
+			op.po.Published(PublishResult{Err: err})
+		}
 		return nil, err
 	}
 	if wantConfirm && !ch.confirming {
+		ch.observePublishedLocked(op, 0, ErrNotConfirmMode)
 		c.unlock(driver.FlushLater)
 		return nil, ErrNotConfirmMode
 	}
 	var cf *Confirmation
 	var ref any
 	if wantConfirm {
-		cf = &Confirmation{conn: c, exchange: exchange, done: make(chan struct{})}
+		cf = &Confirmation{conn: c, exchange: exchange, done: make(chan struct{}), obs: op}
 		ref = cf
+	} else if op != nil && ch.confirming {
+		// A handle for the observer alone, so that its outcome is told
+		// like a PublishWithConfirm's.
+		ref = &Confirmation{conn: c, exchange: exchange, obs: op}
 	}
 	// A field, not a local: a local would escape through the Method
 	// interface and cost an allocation per publish.
@@ -121,8 +139,26 @@ func (ch *Channel) publish(ctx context.Context, exchange, routingKey string, msg
 			}
 		}
 	}
+	ch.observePublishedLocked(op, seq, err)
 	c.unlock(flush)
+	if op != nil && (err != nil || seq == 0) { // no confirm follows: op's work is done
+		op.po = nil
+		ch.obsFree.Store(op)
+	}
 	return cf, err
+}
+
+// observePublishedLocked tells op how a publish went: seq is the core's
+// sequence number (0 outside confirm mode), err why nothing was sent.
+func (ch *Channel) observePublishedLocked(op *observedPublish, seq uint64, err error) {
+	if op == nil {
+		return
+	}
+	r := PublishResult{Channel: ch.id, Confirm: err == nil && seq != 0, Err: err}
+	if r.Confirm {
+		r.Seq = ch.seqOffset + seq
+	}
+	op.po.Published(r)
 }
 
 // lockToPublish takes the driver's lock once the channel may publish:
@@ -183,8 +219,15 @@ func (ch *Channel) onReturnLocked(m *statemachine.Message) {
 		r.PublishSeq = ch.seqOffset + m.PublishSeq
 	}
 	r.Properties, _ = m.Properties.Properties()
+	var po PublishObserver
 	if cf, _ := m.PublishRef.(*Confirmation); cf != nil {
 		cf.ret = &r // the confirm that follows resolves the handle
+		if cf.obs != nil {
+			po = cf.obs.po
+		}
+	}
+	if obs := ch.conn.cfg.Observer; obs != nil {
+		obs.Returned(&r, po)
 	}
 	if len(ch.returnListeners) == 0 {
 		ch.conn.log.Warn("amqp message returned and no return listener registered",

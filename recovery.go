@@ -287,8 +287,11 @@ func (c *Connection) startRecoveryLocked(old *driver.Driver, cause error) {
 		// A new connection starts unblocked; a connection.blocked follows
 		// if the alarm persists.
 		c.blocked = false
-		for _, l := range c.blockListeners {
+		for _, l := range c.lis.blockers() {
 			l.post(Blocking{Reason: "connection lost", Changes: 1})
+		}
+		if obs := c.cfg.Observer; obs != nil {
+			obs.Blocked(Blocking{Reason: "connection lost", Changes: 1})
 		}
 	}
 	heartbeat := old.Core().Tuning().Heartbeat
@@ -310,7 +313,8 @@ func (c *Connection) NotifyRecovery(ch chan RecoveryEvent) chan RecoveryEvent {
 		l.close()
 		return ch
 	}
-	c.recListeners = append(c.recListeners, l)
+	ls := c.listenersLocked()
+	ls.rec = append(ls.rec, l)
 	c.unlock(driver.FlushLater)
 	return ch
 }
@@ -318,8 +322,11 @@ func (c *Connection) NotifyRecovery(ch chan RecoveryEvent) chan RecoveryEvent {
 // postRecoveryLocked reports a recovery event to the listeners and the
 // log.
 func (c *Connection) postRecoveryLocked(e RecoveryEvent) {
-	for _, l := range c.recListeners {
+	for _, l := range c.lis.recoverers() {
 		l.post(e)
+	}
+	if obs := c.cfg.Observer; obs != nil {
+		obs.Recovery(e)
 	}
 	switch e.Kind {
 	case RecoveryLost:

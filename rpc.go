@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -88,7 +89,8 @@ func NewRPCClient(ctx context.Context, conn *Connection) (*RPCClient, error) {
 		conn.unlock(driver.FlushLater)
 		return fail(ErrClosed)
 	}
-	conn.recListeners = append(conn.recListeners, c.losses)
+	ls := conn.listenersLocked()
+	ls.rec = append(ls.rec, c.losses)
 	conn.unlock(driver.FlushLater)
 	return c, nil
 }
@@ -199,11 +201,8 @@ func (c *RPCClient) Close(ctx context.Context) error {
 	c.failPending(fmt.Errorf("amqp: rpc call: %w", ErrClosed))
 	conn := c.conn
 	conn.lock()
-	for i, l := range conn.recListeners {
-		if l == c.losses {
-			conn.recListeners = append(conn.recListeners[:i], conn.recListeners[i+1:]...)
-			break
-		}
+	if ls := conn.lis; ls != nil {
+		ls.rec = slices.DeleteFunc(ls.rec, func(l *listener[RecoveryEvent]) bool { return l == c.losses })
 	}
 	conn.unlock(driver.FlushLater)
 	c.losses.close()
