@@ -20,27 +20,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/warren-amqp/warren"
+	"github.com/warren-amqp/warren/examples/internal/tutorial"
 	"github.com/warren-amqp/warren/proto"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout)
-	stop()
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "hello-world:", err)
-		os.Exit(1)
-	}
-}
+func main() { tutorial.Main("hello-world", run) }
 
 // config holds the command line.
 type config struct {
@@ -85,37 +72,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		defer cancel()
 		return send(ctx, c, stdout)
 	case "receive":
-		if c.duration > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, c.duration)
-			defer cancel()
-		}
+		ctx, cancel := tutorial.WithDuration(ctx, c.duration)
+		defer cancel()
 		return receive(ctx, c, stdout)
 	default:
 		return fmt.Errorf("--role must be send or receive, not %q", c.role)
 	}
-}
-
-// dial connects to the broker, bounding the handshake by ctx and 15 s.
-func dial(ctx context.Context, url string) (*warren.Connection, error) {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	conn, err := warren.Dial(ctx, url)
-	if err != nil {
-		return nil, fmt.Errorf("connecting: %w", err)
-	}
-	return conn, nil
-}
-
-// closeConn closes conn cleanly, also after ctx has ended (Ctrl-C), within
-// 5 s.
-func closeConn(ctx context.Context, conn *warren.Connection) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := conn.Close(ctx); err != nil {
-		return fmt.Errorf("closing the connection: %w", err)
-	}
-	return nil
 }
 
 // declare opens a channel and declares the queue, as both roles do.
@@ -132,11 +94,11 @@ func declare(ctx context.Context, conn *warren.Connection, queue string) (*warre
 
 // send publishes c.count messages to c.queue through the default exchange.
 func send(ctx context.Context, c config, stdout io.Writer) (err error) {
-	conn, err := dial(ctx, c.url)
+	conn, err := tutorial.Dial(ctx, c.url)
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, closeConn(ctx, conn)) }()
+	defer func() { err = errors.Join(err, tutorial.Close(ctx, conn)) }()
 	ch, err := declare(ctx, conn, c.queue)
 	if err != nil {
 		return err
@@ -157,47 +119,21 @@ func send(ctx context.Context, c config, stdout io.Writer) (err error) {
 // receive consumes from c.queue with automatic acknowledgement and prints
 // every message, until c.count messages have come or ctx ends.
 func receive(ctx context.Context, c config, stdout io.Writer) (err error) {
-	conn, err := dial(ctx, c.url)
+	conn, err := tutorial.Dial(ctx, c.url)
 	if err != nil {
-		return ignoreEnd(ctx, err)
+		return tutorial.IgnoreEnd(ctx, err)
 	}
-	defer func() { err = errors.Join(err, closeConn(ctx, conn)) }()
+	defer func() { err = errors.Join(err, tutorial.Close(ctx, conn)) }()
 	ch, err := declare(ctx, conn, c.queue)
 	if err != nil {
-		return ignoreEnd(ctx, err)
+		return tutorial.IgnoreEnd(ctx, err)
 	}
 	cons, err := ch.Consume(ctx, c.queue, warren.ConsumeOptions{NoAck: true})
 	if err != nil {
-		return ignoreEnd(ctx, fmt.Errorf("consuming from %q: %w", c.queue, err))
+		return tutorial.IgnoreEnd(ctx, fmt.Errorf("consuming from %q: %w", c.queue, err))
 	}
 	fmt.Fprintln(stdout, " [*] Waiting for messages. To exit press CTRL+C")
-	for n := 0; c.count == 0 || n < c.count; n++ {
-		select {
-		case <-ctx.Done():
-			return nil
-		case d, ok := <-cons.Deliveries():
-			if !ok {
-				return fmt.Errorf("the consumer ended: %w", consumerErr(cons))
-			}
-			fmt.Fprintf(stdout, " [x] Received %s\n", d.Body)
-		}
-	}
-	return nil
-}
-
-// ignoreEnd turns an error caused by ctx's end (an interrupted receiver)
-// into nil.
-func ignoreEnd(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
-}
-
-// consumerErr is why a consumer ended.
-func consumerErr(cons *warren.Consumer) error {
-	if err := cons.Err(); err != nil {
-		return err
-	}
-	return errors.New("cancelled")
+	return tutorial.Print(ctx, cons, c.count, stdout, func(d warren.Delivery) string {
+		return " [x] Received " + string(d.Body)
+	})
 }

@@ -28,28 +28,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/warren-amqp/warren"
+	"github.com/warren-amqp/warren/examples/internal/tutorial"
 	"github.com/warren-amqp/warren/proto"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout)
-	stop()
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "publisher-confirms:", err)
-		os.Exit(1)
-	}
-}
+func main() { tutorial.Main("publisher-confirms", run) }
 
 // config holds the command line.
 type config struct {
@@ -117,11 +104,11 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 
 // runAll runs the chosen strategies on one connection.
 func runAll(ctx context.Context, c config, chosen []strategy, stdout io.Writer) (err error) {
-	conn, err := dial(ctx, c.url)
+	conn, err := tutorial.Dial(ctx, c.url)
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, closeConn(ctx, conn)) }()
+	defer func() { err = errors.Join(err, tutorial.Close(ctx, conn)) }()
 	for _, s := range chosen {
 		if err := runStrategy(ctx, c, conn, s, stdout); err != nil {
 			return fmt.Errorf("publishing %s: %w", s.how, err)
@@ -336,25 +323,4 @@ func (o *outstanding) settle(n warren.ConfirmNotice) {
 		}
 		o.low++
 	}
-}
-
-// dial connects to the broker, bounding the handshake by ctx and 15 s.
-func dial(ctx context.Context, url string) (*warren.Connection, error) {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	conn, err := warren.Dial(ctx, url)
-	if err != nil {
-		return nil, fmt.Errorf("connecting: %w", err)
-	}
-	return conn, nil
-}
-
-// closeConn closes conn cleanly, also after ctx has ended, within 5 s.
-func closeConn(ctx context.Context, conn *warren.Connection) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := conn.Close(ctx); err != nil {
-		return fmt.Errorf("closing the connection: %w", err)
-	}
-	return nil
 }

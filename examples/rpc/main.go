@@ -25,13 +25,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/warren-amqp/warren"
+	"github.com/warren-amqp/warren/examples/internal/tutorial"
 	"github.com/warren-amqp/warren/proto"
 )
 
@@ -41,18 +39,7 @@ const replyTo = "amq.rabbitmq.reply-to"
 // maxN is the largest n the server computes fib of.
 const maxN = 40
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout)
-	stop()
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "rpc:", err)
-		os.Exit(1)
-	}
-}
+func main() { tutorial.Main("rpc", run) }
 
 // config holds the command line.
 type config struct {
@@ -101,11 +88,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		if fs.NArg() > 0 {
 			return fmt.Errorf("unexpected arguments %q", fs.Args())
 		}
-		if c.duration > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, c.duration)
-			defer cancel()
-		}
+		ctx, cancel := tutorial.WithDuration(ctx, c.duration)
+		defer cancel()
 		return server(ctx, c, stdout)
 	default:
 		return fmt.Errorf("--role must be server or client, not %q", c.role)
@@ -121,68 +105,41 @@ func fib(n int) int {
 	return fib(n-1) + fib(n-2)
 }
 
-// dial connects to the broker, bounding the handshake by ctx and 15 s.
-func dial(ctx context.Context, url string) (*warren.Connection, error) {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	conn, err := warren.Dial(ctx, url)
-	if err != nil {
-		return nil, fmt.Errorf("connecting: %w", err)
-	}
-	return conn, nil
-}
-
-// closeConn closes conn cleanly, also after ctx has ended, within 5 s.
-func closeConn(ctx context.Context, conn *warren.Connection) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := conn.Close(ctx); err != nil {
-		return fmt.Errorf("closing the connection: %w", err)
-	}
-	return nil
-}
-
 // server answers requests from c.queue, one at a time, acknowledging each
 // request once its answer is published.
 func server(ctx context.Context, c config, stdout io.Writer) (err error) {
-	conn, err := dial(ctx, c.url)
+	conn, err := tutorial.Dial(ctx, c.url)
 	if err != nil {
-		return ignoreEnd(ctx, err)
+		return tutorial.IgnoreEnd(ctx, err)
 	}
-	defer func() { err = errors.Join(err, closeConn(ctx, conn)) }()
+	defer func() { err = errors.Join(err, tutorial.Close(ctx, conn)) }()
 	ch, err := conn.Channel(ctx)
 	if err != nil {
-		return ignoreEnd(ctx, fmt.Errorf("opening a channel: %w", err))
+		return tutorial.IgnoreEnd(ctx, fmt.Errorf("opening a channel: %w", err))
 	}
 	if _, err := ch.QueueDeclare(ctx, c.queue, warren.QueueOptions{}); err != nil {
-		return ignoreEnd(ctx, fmt.Errorf("declaring queue %q: %w", c.queue, err))
+		return tutorial.IgnoreEnd(ctx, fmt.Errorf("declaring queue %q: %w", c.queue, err))
 	}
 	// One request at a time per server: start more servers to spread the
 	// load.
 	if err := ch.Qos(ctx, warren.QosOptions{PrefetchCount: 1}); err != nil {
-		return ignoreEnd(ctx, fmt.Errorf("setting the prefetch: %w", err))
+		return tutorial.IgnoreEnd(ctx, fmt.Errorf("setting the prefetch: %w", err))
 	}
 	cons, err := ch.Consume(ctx, c.queue, warren.ConsumeOptions{})
 	if err != nil {
-		return ignoreEnd(ctx, fmt.Errorf("consuming from %q: %w", c.queue, err))
+		return tutorial.IgnoreEnd(ctx, fmt.Errorf("consuming from %q: %w", c.queue, err))
 	}
 	fmt.Fprintln(stdout, " [x] Awaiting RPC requests")
 	for n := 0; c.count == 0 || n < c.count; n++ {
-		var d warren.Delivery
-		select {
-		case <-ctx.Done():
-			return nil
-		case dd, ok := <-cons.Deliveries():
-			if !ok {
-				return fmt.Errorf("the consumer ended: %w", consumerErr(cons))
-			}
-			d = dd
+		d, ok, err := tutorial.Next(ctx, cons)
+		if !ok {
+			return err
 		}
 		if err := answer(ctx, ch, d, stdout); err != nil {
-			return ignoreEnd(ctx, err)
+			return tutorial.IgnoreEnd(ctx, err)
 		}
 		if err := d.Ack(false); err != nil {
-			return ignoreEnd(ctx, fmt.Errorf("acknowledging: %w", err))
+			return tutorial.IgnoreEnd(ctx, fmt.Errorf("acknowledging: %w", err))
 		}
 	}
 	return nil
@@ -220,11 +177,11 @@ func answer(ctx context.Context, ch *warren.Channel, d warren.Delivery, stdout i
 // client asks the server for fib(n) of each of c.ns in turn and prints the
 // answers.
 func client(ctx context.Context, c config, stdout io.Writer) (err error) {
-	conn, err := dial(ctx, c.url)
+	conn, err := tutorial.Dial(ctx, c.url)
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, closeConn(ctx, conn)) }()
+	defer func() { err = errors.Join(err, tutorial.Close(ctx, conn)) }()
 	ch, err := conn.Channel(ctx)
 	if err != nil {
 		return fmt.Errorf("opening a channel: %w", err)
@@ -281,7 +238,7 @@ func call(ctx context.Context, c config, ch *warren.Channel, replies *warren.Con
 			}
 		case d, ok := <-replies.Deliveries():
 			if !ok {
-				return "", fmt.Errorf("the reply consumer ended: %w", consumerErr(replies))
+				return "", fmt.Errorf("the reply consumer ended: %w", tutorial.ConsumerErr(replies))
 			}
 			if d.Properties.CorrelationID != corrID {
 				continue // an answer to an earlier request that timed out
@@ -301,21 +258,4 @@ func newCorrelationID() (string, error) {
 		return "", fmt.Errorf("making a correlation id: %w", err)
 	}
 	return hex.EncodeToString(b[:]), nil
-}
-
-// ignoreEnd turns an error caused by ctx's end (an interrupted server)
-// into nil.
-func ignoreEnd(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
-}
-
-// consumerErr is why a consumer ended.
-func consumerErr(cons *warren.Consumer) error {
-	if err := cons.Err(); err != nil {
-		return err
-	}
-	return errors.New("cancelled")
 }

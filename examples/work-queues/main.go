@@ -18,28 +18,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/warren-amqp/warren"
+	"github.com/warren-amqp/warren/examples/internal/tutorial"
 	"github.com/warren-amqp/warren/proto"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout)
-	stop()
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "work-queues:", err)
-		os.Exit(1)
-	}
-}
+func main() { tutorial.Main("work-queues", run) }
 
 // config holds the command line.
 type config struct {
@@ -90,36 +77,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		if fs.NArg() > 0 {
 			return fmt.Errorf("unexpected arguments %q", fs.Args())
 		}
-		if c.duration > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, c.duration)
-			defer cancel()
-		}
+		ctx, cancel := tutorial.WithDuration(ctx, c.duration)
+		defer cancel()
 		return worker(ctx, c, stdout)
 	default:
 		return fmt.Errorf("--role must be new_task or worker, not %q", c.role)
 	}
-}
-
-// dial connects to the broker, bounding the handshake by ctx and 15 s.
-func dial(ctx context.Context, url string) (*warren.Connection, error) {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	conn, err := warren.Dial(ctx, url)
-	if err != nil {
-		return nil, fmt.Errorf("connecting: %w", err)
-	}
-	return conn, nil
-}
-
-// closeConn closes conn cleanly, also after ctx has ended, within 5 s.
-func closeConn(ctx context.Context, conn *warren.Connection) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := conn.Close(ctx); err != nil {
-		return fmt.Errorf("closing the connection: %w", err)
-	}
-	return nil
 }
 
 // declare opens a channel and declares the durable task queue, as both
@@ -138,11 +101,11 @@ func declare(ctx context.Context, conn *warren.Connection, queue string) (*warre
 
 // newTask publishes c.count persistent tasks.
 func newTask(ctx context.Context, c config, stdout io.Writer) (err error) {
-	conn, err := dial(ctx, c.url)
+	conn, err := tutorial.Dial(ctx, c.url)
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, closeConn(ctx, conn)) }()
+	defer func() { err = errors.Join(err, tutorial.Close(ctx, conn)) }()
 	ch, err := declare(ctx, conn, c.queue)
 	if err != nil {
 		return err
@@ -167,35 +130,29 @@ func newTask(ctx context.Context, c config, stdout io.Writer) (err error) {
 // worker takes tasks one at a time, works on each (c.dot per dot in its
 // body) and acknowledges it when done.
 func worker(ctx context.Context, c config, stdout io.Writer) (err error) {
-	conn, err := dial(ctx, c.url)
+	conn, err := tutorial.Dial(ctx, c.url)
 	if err != nil {
-		return ignoreEnd(ctx, err)
+		return tutorial.IgnoreEnd(ctx, err)
 	}
-	defer func() { err = errors.Join(err, closeConn(ctx, conn)) }()
+	defer func() { err = errors.Join(err, tutorial.Close(ctx, conn)) }()
 	ch, err := declare(ctx, conn, c.queue)
 	if err != nil {
-		return ignoreEnd(ctx, err)
+		return tutorial.IgnoreEnd(ctx, err)
 	}
 	// Fair dispatch: no new task for this worker until it has acknowledged
 	// the one it has.
 	if err := ch.Qos(ctx, warren.QosOptions{PrefetchCount: 1}); err != nil {
-		return ignoreEnd(ctx, fmt.Errorf("setting the prefetch: %w", err))
+		return tutorial.IgnoreEnd(ctx, fmt.Errorf("setting the prefetch: %w", err))
 	}
 	cons, err := ch.Consume(ctx, c.queue, warren.ConsumeOptions{})
 	if err != nil {
-		return ignoreEnd(ctx, fmt.Errorf("consuming from %q: %w", c.queue, err))
+		return tutorial.IgnoreEnd(ctx, fmt.Errorf("consuming from %q: %w", c.queue, err))
 	}
 	fmt.Fprintln(stdout, " [*] Waiting for messages. To exit press CTRL+C")
 	for n := 0; c.count == 0 || n < c.count; n++ {
-		var d warren.Delivery
-		select {
-		case <-ctx.Done():
-			return nil
-		case dd, ok := <-cons.Deliveries():
-			if !ok {
-				return fmt.Errorf("the consumer ended: %w", consumerErr(cons))
-			}
-			d = dd
+		d, ok, err := tutorial.Next(ctx, cons)
+		if !ok {
+			return err
 		}
 		fmt.Fprintf(stdout, " [x] Received %s\n", d.Body)
 		work := time.NewTimer(time.Duration(strings.Count(string(d.Body), ".")) * c.dot)
@@ -214,21 +171,4 @@ func worker(ctx context.Context, c config, stdout io.Writer) (err error) {
 		}
 	}
 	return nil
-}
-
-// ignoreEnd turns an error caused by ctx's end (an interrupted worker)
-// into nil.
-func ignoreEnd(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
-}
-
-// consumerErr is why a consumer ended.
-func consumerErr(cons *warren.Consumer) error {
-	if err := cons.Err(); err != nil {
-		return err
-	}
-	return errors.New("cancelled")
 }
