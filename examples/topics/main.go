@@ -20,28 +20,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/warren-amqp/warren"
-	"github.com/warren-amqp/warren/proto"
+	"github.com/warren-amqp/warren/examples/internal/tutorial"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, os.Args[1:], os.Stdout)
-	stop()
-	if errors.Is(err, flag.ErrHelp) {
-		return
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "topics:", err)
-		os.Exit(1)
-	}
-}
+func main() { tutorial.Main("topics", run) }
 
 // config holds the command line.
 type config struct {
@@ -87,152 +72,23 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		ctx, cancel := context.WithTimeout(ctx, c.timeout)
 		defer cancel()
-		return emit(ctx, c, stdout)
+		// --key is the routing key.
+		return c.logs().Emit(ctx, c.key, c.message, c.count, stdout)
 	case "receive_logs_topic":
 		c.bindings = fs.Args()
 		if len(c.bindings) == 0 {
 			return errors.New("receive_logs_topic needs binding keys: --role receive_logs_topic [binding_key]...")
 		}
-		if c.duration > 0 {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, c.duration)
-			defer cancel()
-		}
-		return receive(ctx, c, stdout)
+		ctx, cancel := tutorial.WithDuration(ctx, c.duration)
+		defer cancel()
+		// One binding per binding key; a line that matches several comes once.
+		return c.logs().Receive(ctx, c.bindings, c.count, stdout)
 	default:
 		return fmt.Errorf("--role must be emit_log_topic or receive_logs_topic, not %q", c.role)
 	}
 }
 
-// dial connects to the broker, bounding the handshake by ctx and 15 s.
-func dial(ctx context.Context, url string) (*warren.Connection, error) {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	conn, err := warren.Dial(ctx, url)
-	if err != nil {
-		return nil, fmt.Errorf("connecting: %w", err)
-	}
-	return conn, nil
-}
-
-// closeConn closes conn cleanly, also after ctx has ended, within 5 s.
-func closeConn(ctx context.Context, conn *warren.Connection) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := conn.Close(ctx); err != nil {
-		return fmt.Errorf("closing the connection: %w", err)
-	}
-	return nil
-}
-
-// declare opens a channel and declares the topic exchange, as both roles
-// do.
-func declare(ctx context.Context, conn *warren.Connection, exchange string) (*warren.Channel, error) {
-	ch, err := conn.Channel(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("opening a channel: %w", err)
-	}
-	if err := ch.ExchangeDeclare(ctx, exchange, "topic", warren.ExchangeOptions{Durable: true}); err != nil {
-		return nil, fmt.Errorf("declaring exchange %q: %w", exchange, err)
-	}
-	return ch, nil
-}
-
-// emit publishes c.count copies of the line with c.key as routing key,
-// mandatory and in confirm mode, and reports each one's fate.
-func emit(ctx context.Context, c config, stdout io.Writer) (err error) {
-	conn, err := dial(ctx, c.url)
-	if err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, closeConn(ctx, conn)) }()
-	ch, err := declare(ctx, conn, c.exchange)
-	if err != nil {
-		return err
-	}
-	if err := ch.ConfirmSelect(ctx); err != nil {
-		return fmt.Errorf("entering confirm mode: %w", err)
-	}
-	for range c.count {
-		cf, err := ch.PublishWithConfirm(ctx, c.exchange, c.key, warren.Publishing{
-			Mandatory:  true,
-			Properties: proto.Properties{ContentType: "text/plain"},
-			Body:       []byte(c.message),
-		})
-		if err != nil {
-			return fmt.Errorf("publishing: %w", err)
-		}
-		acked, err := cf.Wait(ctx)
-		if err != nil {
-			return fmt.Errorf("waiting for the confirm: %w", err)
-		}
-		if !acked {
-			return fmt.Errorf("the broker refused (nacked) %s:%s", c.key, c.message)
-		}
-		// A return always comes before the confirm of its publish.
-		if r := cf.Returned(); r != nil {
-			fmt.Fprintf(stdout, " [!] %s:%s was not routed (%d %s)\n", c.key, c.message, r.ReplyCode, r.ReplyText)
-			continue
-		}
-		fmt.Fprintf(stdout, " [x] Sent %s:%s\n", c.key, c.message)
-	}
-	return nil
-}
-
-// receive binds a fresh server-named exclusive queue to the exchange once
-// per binding key and prints every line that arrives on it (once, even when
-// its key matches several binding keys).
-func receive(ctx context.Context, c config, stdout io.Writer) (err error) {
-	conn, err := dial(ctx, c.url)
-	if err != nil {
-		return ignoreEnd(ctx, err)
-	}
-	defer func() { err = errors.Join(err, closeConn(ctx, conn)) }()
-	ch, err := declare(ctx, conn, c.exchange)
-	if err != nil {
-		return ignoreEnd(ctx, err)
-	}
-	q, err := ch.QueueDeclare(ctx, "", warren.QueueOptions{Exclusive: true})
-	if err != nil {
-		return ignoreEnd(ctx, fmt.Errorf("declaring a queue: %w", err))
-	}
-	for _, s := range c.bindings {
-		if err := ch.QueueBind(ctx, q.Name, s, c.exchange, warren.BindOptions{}); err != nil {
-			return ignoreEnd(ctx, fmt.Errorf("binding %q to %q with %q: %w", q.Name, c.exchange, s, err))
-		}
-	}
-	cons, err := ch.Consume(ctx, q.Name, warren.ConsumeOptions{NoAck: true})
-	if err != nil {
-		return ignoreEnd(ctx, fmt.Errorf("consuming from %q: %w", q.Name, err))
-	}
-	fmt.Fprintln(stdout, " [*] Waiting for logs. To exit press CTRL+C")
-	for n := 0; c.count == 0 || n < c.count; n++ {
-		select {
-		case <-ctx.Done():
-			return nil
-		case d, ok := <-cons.Deliveries():
-			if !ok {
-				return fmt.Errorf("the consumer ended: %w", consumerErr(cons))
-			}
-			fmt.Fprintf(stdout, " [x] %s:%s\n", d.RoutingKey, d.Body)
-		}
-	}
-	return nil
-}
-
-// ignoreEnd turns an error caused by ctx's end (an interrupted receiver)
-// into nil.
-func ignoreEnd(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return nil
-	}
-	return err
-}
-
-// consumerErr is why a consumer ended.
-func consumerErr(cons *warren.Consumer) error {
-	if err := cons.Err(); err != nil {
-		return err
-	}
-	return errors.New("cancelled")
+// logs is the topic exchange that both roles use.
+func (c config) logs() tutorial.LogExchange {
+	return tutorial.LogExchange{URL: c.url, Name: c.exchange, Kind: "topic", Mandatory: true}
 }
