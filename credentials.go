@@ -72,7 +72,7 @@ func refreshAt(now, expiry time.Time) time.Time {
 // tenth of the time left, between 1 s and the time left.
 func retryAfter(now, expiry time.Time) time.Duration {
 	left := expiry.Sub(now)
-	return max(min(left/10, left), min(time.Second, left))
+	return max(left/10, min(time.Second, left))
 }
 
 // credentialsFor fetches the credentials for one connection attempt,
